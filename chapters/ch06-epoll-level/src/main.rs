@@ -375,11 +375,18 @@ impl Connection {
     /// Echo `data`: send it at once if nothing is queued ahead of it, and
     /// queue whatever the socket does not take.
     fn send_or_queue(&mut self, data: &[u8]) -> io::Result<()> {
-        let sent = if self.queue.is_empty() {
-            self.send_some(data)?
-        } else {
-            0 // bytes must leave in order: these wait behind the queue
-        };
+        let mut sent = 0;
+        // Bytes must leave in order: if some already wait in the queue,
+        // these wait behind them.
+        if self.queue.is_empty() {
+            while sent < data.len() {
+                let n = self.send_some(&data[sent..])?;
+                if n == 0 {
+                    break; // the socket is full
+                }
+                sent += n;
+            }
+        }
         self.queue.extend(&data[sent..]);
         Ok(())
     }
