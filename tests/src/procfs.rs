@@ -290,17 +290,21 @@ mod tests {
         unsafe {
             let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
             assert!(ep >= 0);
+            let mut pipe = [0i32; 2];
+            assert_eq!(libc::pipe(pipe.as_mut_ptr()), 0);
             let mut ev = libc::epoll_event {
                 events: (libc::EPOLLIN | libc::EPOLLET) as u32,
                 u64: 7,
             };
-            assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, 0, &mut ev), 0);
+            assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, pipe[0], &mut ev), 0);
             let found = epoll_instances(std::process::id());
             let (_, entries) = found.iter().find(|(fd, _)| *fd == ep).unwrap();
             assert_eq!(entries.len(), 1);
-            assert_eq!(entries[0].fd, 0);
+            assert_eq!(entries[0].fd, pipe[0]);
             assert_ne!(entries[0].events & EPOLLET, 0);
             libc::close(ep);
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
         }
     }
 }
