@@ -196,8 +196,9 @@ fn accept_new(listener: &Socket, epoll: &Epoll, conns: &mut Slab, spare: &mut Op
 /// accept() failed with EMFILE (our descriptor limit) or ENFILE (the
 /// system's). The client stays in the backlog, so the listener stays
 /// readable: epoll_wait() returns at once, accept() fails again, and the
-/// loop spins at 100 % CPU while that client hangs (about 1.7 million turns
-/// in 1.5 seconds, measured). Stage 5 had the same weakness.
+/// loop spins while that client hangs. Measured with a limit of 48
+/// descriptors and 80 clients: 780 000 turns of the loop in two seconds;
+/// with the cure below, 15. Stage 5 had the same weakness.
 ///
 /// Production servers do one of two things. nginx stops accepting for half
 /// a second. libuv keeps one descriptor in reserve: it closes the reserve,
