@@ -406,7 +406,10 @@ mod tests {
         assert!(request("HEAD / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
         assert!(request("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n").has_body);
         // Bare newlines, and blank lines before the request line.
-        assert_eq!(request("\r\n\nGET / HTTP/1.1\nHost: h\n\n").method, Method::Get);
+        assert_eq!(
+            request("\r\n\nGET / HTTP/1.1\nHost: h\n\n").method,
+            Method::Get
+        );
     }
 
     #[test]

@@ -668,7 +668,10 @@ fn respond(site: &Site, request: &http::Request) -> Response {
         Err(status) => return error_response(status, keep_alive),
     };
     let (content_type, body) = if relative.as_os_str().is_empty() {
-        ("text/html; charset=utf-8", Body::Static(http::HOME_PAGE.as_bytes()))
+        (
+            "text/html; charset=utf-8",
+            Body::Static(http::HOME_PAGE.as_bytes()),
+        )
     } else {
         let path = site.root.join(&relative);
         match open_file(&path) {
@@ -765,7 +768,9 @@ fn set_cork(socket: &Socket, on: bool) -> io::Result<()> {
         "setsockopt fd {} TCP_CORK {} -> {}",
         fd(socket),
         u8::from(on),
-        result.as_ref().map_or_else(plumbing::errno_name, |_| "ok".into())
+        result
+            .as_ref()
+            .map_or_else(plumbing::errno_name, |_| "ok".into())
     );
     result
 }
