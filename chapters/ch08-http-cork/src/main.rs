@@ -21,6 +21,12 @@
 //!
 //! The HTTP itself (parsing a head, checking a path, writing a head) is in
 //! http.rs: plain functions over bytes, without a system call.
+//!
+//! What it leaves out: request bodies (a request that announces one is
+//! answered, then the connection closed), and time. No clock runs in this
+//! loop, so an idle keep-alive client, or one that sends its head a byte a
+//! minute, keeps its connection (and a descriptor) for as long as it likes.
+//! A production server closes them after a timeout.
 
 mod http;
 
@@ -619,6 +625,7 @@ impl Response {
             } else {
                 let at = self.sent - head_len;
                 match &self.body {
+                    // Never reached: an empty body has no bytes left to send.
                     Body::Empty => Ok(0),
                     Body::Static(bytes) => send_bytes(socket, &bytes[at..], "body"),
                     Body::File { file, len } => send_file(socket, file, at, *len - at),
