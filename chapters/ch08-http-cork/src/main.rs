@@ -229,9 +229,12 @@ fn accept_new(listener: &Socket, epoll: &Epoll, conns: &mut Slab, spare: &mut Op
                 }
                 return;
             }
+            // ECONNABORTED: that client already left. Go on: edge-triggered,
+            // the clients behind it get no other chance.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
             Err(e) => {
-                // ECONNABORTED (that client already left), or ENOBUFS/ENOMEM
-                // (the kernel is short of memory): the next edge tries again.
+                // ENOBUFS/ENOMEM: the kernel is short of memory. Those still
+                // in the backlog wait for the next client's edge.
                 trace!("accept -> {}", plumbing::errno_name(&e));
                 return;
             }
