@@ -31,11 +31,12 @@
 mod http;
 
 use std::collections::VecDeque;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -696,7 +697,14 @@ fn respond(site: &Site, request: &http::Request) -> Response {
 /// open() and fstat(): a regular file and its length, or the status that
 /// says why not.
 fn open_file(path: &Path) -> Result<(File, usize), Status> {
-    let file = File::open(path).map_err(|e| {
+    // O_NONBLOCK changes nothing for a regular file, but a named pipe under
+    // the root would otherwise make open() wait for a writer, and the whole
+    // loop with it. Opened, a pipe is refused below like a directory.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    let file = file.map_err(|e| {
         trace!("open {} -> {}", path.display(), plumbing::errno_name(&e));
         match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Status::NotFound,
@@ -759,8 +767,11 @@ fn send_bytes(socket: &Socket, bytes: &[u8], what: &str) -> io::Result<usize> {
 }
 
 /// One sendfile(): up to `len` bytes of `file` from `offset`, copied to the
-/// socket inside the kernel, without passing through our memory. A socket
-/// never raises SIGPIPE for sendfile() (the ignored SIGPIPE covers it too).
+/// socket inside the kernel, without passing through our memory. It stops
+/// at EAGAIN like send() does. The file side is another matter: pages not
+/// in the page cache are read from the disk while we wait, and the whole
+/// loop waits with us (nginx can hand that to a thread pool). A dead peer
+/// gives EPIPE: SIGPIPE is ignored (plumbing::install_signal_handlers).
 fn send_file(socket: &Socket, file: &File, offset: usize, len: usize) -> io::Result<usize> {
     let result = socket.sendfile(file, offset, NonZeroUsize::new(len));
     trace!(
