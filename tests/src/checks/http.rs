@@ -11,18 +11,19 @@
 //!   directory of their own (a 1000-byte `small.html`, an `other.txt`, a
 //!   4 MiB `big.bin` of seeded random bytes), with a `secret.txt` placed
 //!   next to it, outside the root, for the traversal check. The directory
-//!   is removed afterwards, unless the check failed: then the failure names
-//!   it, so the reproduction works by hand.
+//!   is removed afterwards, unless the check failed unexpectedly: then the
+//!   failure names it, so that the reproduction works by hand.
 //!
-//! The segment check (`http-cork`) counts, on the client's side, how many
-//! TCP segments with data one small response arrives in
-//! (`TCP_INFO.tcpi_data_segs_in`). Any way of sending a small response in
-//! one segment passes: TCP_CORK around a header and a body, MSG_MORE,
-//! writev(), or one buffer. ch08 sends header and body in two calls with the
-//! cork; its variant profile `ch08-no-cork` runs it with `--no-cork`, where
-//! the check is a declared XFAIL: that run shows the two segments the cork
-//! saves, and would turn XPASS if the counting ever stopped telling them
-//! apart.
+//! The segment check (`http-cork`) sends 200 `GET /small.html` one after
+//! another on one keep-alive connection and counts, on the client's side,
+//! how many TCP segments with data each response arrives in (the change of
+//! `TCP_INFO.tcpi_data_segs_in`); 95 % must arrive in one. Any way of
+//! sending a small response in one segment passes: TCP_CORK around a header
+//! and a body, MSG_MORE, writev(), or one buffer. ch08 sends header and body
+//! in two calls with the cork; its variant profile `ch08-no-cork` runs the
+//! same binary with `--no-cork`, where the check is a declared XFAIL: that
+//! run prints the segments the cork saves, and would turn XPASS (a failed
+//! run) if the count ever stopped telling the two apart.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
