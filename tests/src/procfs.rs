@@ -296,10 +296,7 @@ mod tests {
                 events: (libc::EPOLLIN | libc::EPOLLET) as u32,
                 u64: 7,
             };
-            assert_eq!(
-                libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, pipe[0], &mut ev),
-                0
-            );
+            assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, pipe[0], &mut ev), 0);
             let found = epoll_instances(std::process::id());
             let (_, entries) = found.iter().find(|(fd, _)| *fd == ep).unwrap();
             assert_eq!(entries.len(), 1);
