@@ -66,8 +66,19 @@ impl Paths {
 
     /// A path shown to people: relative to the workspace root when it can be.
     pub fn show(&self, path: &Path) -> String {
-        path.strip_prefix(&self.root)
-            .unwrap_or(path)
+        // Resolve `a/../` lexically: includes are written relative to pages.
+        let mut clean = PathBuf::new();
+        for part in path.components() {
+            match part {
+                std::path::Component::ParentDir if clean.file_name().is_some() => {
+                    clean.pop();
+                }
+                other => clean.push(other),
+            }
+        }
+        clean
+            .strip_prefix(&self.root)
+            .unwrap_or(&clean)
             .display()
             .to_string()
     }
@@ -153,10 +164,13 @@ fn timed(
 ) -> bool {
     eprintln!("book check: {name} ...");
     let start = Instant::now();
-    let problems = match f() {
+    let mut problems = match f() {
         Ok(problems) => problems,
         Err(e) => vec![e],
     };
+    // The same fault often shows twice (a zoomable image is two <img>s).
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
     let ok = problems.is_empty();
     steps.push(Step {
         name,
