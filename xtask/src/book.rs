@@ -25,6 +25,12 @@ pub struct BookArgs {
 }
 
 pub fn book(args: BookArgs) -> Result<bool, String> {
+    if !stages::binary("netbook-book").exists() {
+        eprintln!(
+            "book: building the book's builder (mdBook and about 110 crates, in release); \
+             the first time takes a few minutes"
+        );
+    }
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(stages::root()).args([
         "run",
