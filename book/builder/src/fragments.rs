@@ -122,8 +122,13 @@ fn section_link(section: &str, paths: &Paths) -> String {
     format!("[{}]({section})", cell(&words))
 }
 
-fn applies(check: &Check, protocol: Protocol) -> bool {
-    check.protocols.contains(&protocol)
+/// Does the profile grade this check? Its protocol's checks, narrowed to the
+/// profile's `checks` list when it has one (pitfall variants do).
+fn applies(check: &Check, p: &Profile) -> bool {
+    check.protocols.contains(&p.protocol)
+        && p.checks
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|id| id == check.id))
 }
 
 fn mechanism_sentence(p: &Profile) -> String {
@@ -176,8 +181,15 @@ fn stage_fragment(
         },
         mechanism = mechanism_sentence(p),
     );
+    if p.checks.is_some() {
+        out = out.replacen(
+            "\n\n| Check |",
+            "\n\nIt grades only the checks below: the ones that show its pitfall every time.\n\n| Check |",
+            1,
+        );
+    }
     let (mut pass, mut xfail) = (0, 0);
-    for check in all.iter().filter(|c| applies(c, p.protocol)) {
+    for check in all.iter().filter(|c| applies(c, p)) {
         match p.expected_failure(check.id) {
             None => {
                 pass += 1;
@@ -232,12 +244,12 @@ fn matrix(all: &[Check], profiles: &[Profile]) -> String {
     }
     out.push('\n');
     for check in all {
-        if !stages.iter().any(|p| applies(check, p.protocol)) {
+        if !stages.iter().any(|p| applies(check, p)) {
             continue;
         }
         out.push_str(&format!("| `{}` | {} |", check.id, cell(check.title)));
         for p in &stages {
-            let mark = if !applies(check, p.protocol) {
+            let mark = if !applies(check, p) {
                 "·".to_string()
             } else if let Some(exp) = p.expected_failure(check.id) {
                 format!("[xfail]({})", exp.section)
@@ -251,7 +263,8 @@ fn matrix(all: &[Check], profiles: &[Profile]) -> String {
     out.push_str(&format!(
         "\n{} stages so far. “pass”: the stage is expected to pass the check; \
          “xfail”: the stage is expected to fail it, and the link goes to the section \
-         that explains why; “·”: the check does not apply to the stage's protocol.\n",
+         that explains why; “·”: the stage is not graded on that check (it speaks \
+         another protocol).\n",
         stages.len()
     ));
     out
