@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod book;
 mod run;
 mod stages;
 mod test;
@@ -34,6 +35,8 @@ enum Command {
     Grade(run::GradeArgs),
     /// Everything CI runs: fmt, clippy, tests, the suite against every stage.
     Test(test::TestArgs),
+    /// Build the book (--serve: for authors; --check: everything CI checks).
+    Book(book::BookArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run::serve(args),
         Command::Grade(args) => run::grade(args),
         Command::Test(args) => test::test(args),
+        Command::Book(args) => book::book(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
