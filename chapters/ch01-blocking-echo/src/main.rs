@@ -78,6 +78,11 @@ fn open_listener(addr: SocketAddr) -> io::Result<Socket> {
 fn echo_until_eof(conn: &Socket) -> io::Result<()> {
     let mut buf = [0u8; 16 * 1024];
     loop {
+        // A signal that arrived while we were writing set the flag but
+        // interrupted nothing: look before blocking in read() again.
+        if plumbing::stop_requested() {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
         let n = match (&*conn).read(&mut buf) {
             Ok(0) => return Ok(()), // EOF: the client shut down its side.
             Ok(n) => n,
