@@ -1,0 +1,355 @@
+//! The SVG plots (plotters, SVG backend only: no font library, and the same
+//! figures always give the same file).
+
+use std::path::Path;
+
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+
+use crate::report::{grouped, ratio_to_tokio, size_label};
+use crate::run::{LatencyPoint, Results};
+use crate::stats::Summary;
+
+const FONT: &str = "sans-serif";
+
+/// A stable colour per server, the same in every plot.
+fn colour(server: &str, label: &str) -> RGBColor {
+    match (server, label) {
+        ("ch01", _) => RGBColor(0x7f, 0x7f, 0x7f),
+        ("ch02", _) => RGBColor(0x8c, 0x56, 0x4b),
+        ("ch03", _) => RGBColor(0x1f, 0x77, 0xb4),
+        ("ch04", _) => RGBColor(0x17, 0xbe, 0xcf),
+        ("ch05", _) => RGBColor(0xff, 0x7f, 0x0e),
+        ("ch06", _) => RGBColor(0x2c, 0xa0, 0x2c),
+        ("ch07", _) => RGBColor(0xd6, 0x27, 0x28),
+        ("ch08", "no-cork") => RGBColor(0xc5, 0xb0, 0xd5),
+        ("ch08", _) => RGBColor(0x94, 0x67, 0xbd),
+        ("nginx", _) => RGBColor(0x00, 0x96, 0x39),
+        _ => RGBColor(0x20, 0x20, 0x20),
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("plot: {e}")
+}
+
+pub fn write_all(results: &Results, out: &Path) -> Result<(), String> {
+    idle_plot(
+        results,
+        &out.join("idle-latency.svg"),
+        "Round trip of one client against idle connections",
+        &[
+            ("median", |p: &LatencyPoint| p.median_us),
+            ("99th percentile", |p: &LatencyPoint| p.p99_us),
+        ],
+    )?;
+    idle_plot(
+        results,
+        &out.join("idle-cost.svg"),
+        "Server CPU per round trip against idle connections",
+        &[("server CPU time per round trip", |p: &LatencyPoint| {
+            p.cpu_per_rt_us
+        })],
+    )?;
+    throughput_plot(results, &out.join("throughput.svg"))?;
+    http_plot(results, &out.join("http.svg"))
+}
+
+/// Labels for a categorical axis.
+fn category(labels: &[String]) -> impl Fn(&SegmentValue<usize>) -> String + '_ {
+    move |v| match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+            labels.get(*i).cloned().unwrap_or_default()
+        }
+        SegmentValue::Last => String::new(),
+    }
+}
+
+/// Powers of ten around the values, for a log axis.
+fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+    for v in values.filter(|v| v.is_finite() && *v > 0.0) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (1.0, 10.0);
+    }
+    let lo = 10f64.powf(lo.log10().floor());
+    let mut hi = 10f64.powf(hi.log10().ceil());
+    if hi <= lo {
+        hi = lo * 10.0;
+    }
+    (lo, hi)
+}
+
+type Pick = fn(&LatencyPoint) -> Option<Summary>;
+
+/// Panels side by side, one per picked figure: x the idle connections, y (log) in µs.
+fn idle_plot(
+    results: &Results,
+    path: &Path,
+    title: &str,
+    picks: &[(&str, Pick)],
+) -> Result<(), String> {
+    let steps = &results.plan.idle_steps;
+    let labels: Vec<String> = steps.iter().map(|n| grouped(*n as f64)).collect();
+    let width = 460 * picks.len() as u32 + 40;
+    let root = SVGBackend::new(path, (width, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, (FONT, 20)).map_err(err)?;
+    let panels = root.split_evenly((1, picks.len()));
+    for (panel, (name, pick)) in panels.iter().zip(picks) {
+        let values = results.latency.iter().flat_map(|s| {
+            s.points
+                .iter()
+                .filter_map(pick)
+                .flat_map(|x| [x.min, x.max])
+        });
+        let (lo, hi) = log_bounds(values);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(*name, (FONT, 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0..steps.len()).into_segmented(), (lo..hi).log_scale())
+            .map_err(err)?;
+        let fmt = category(&labels);
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc("idle connections")
+            .y_desc("µs (log scale)")
+            .x_label_formatter(&fmt)
+            .y_label_formatter(&|v| grouped(*v))
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(err)?;
+        for series in &results.latency {
+            let c = colour(&series.server, &series.label);
+            let points: Vec<(usize, Summary)> = steps
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    let p = series.points.iter().find(|p| p.idle == *n)?;
+                    Some((i, pick(p)?))
+                })
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let line: Vec<(SegmentValue<usize>, f64)> = points
+                .iter()
+                .map(|(i, s)| (SegmentValue::CenterOf(*i), s.median))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(format!("{} {}", series.server, series.label))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(line.iter().map(|p| Circle::new(p.clone(), 3, c.filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(points.iter().map(|(i, s)| {
+                    ErrorBar::new_vertical(SegmentValue::CenterOf(*i), s.min, s.median, s.max, c, 8)
+                }))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font((FONT, 12))
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// One panel per message size: x the clients, y the ratio to tokio.
+fn throughput_plot(results: &Results, path: &Path) -> Result<(), String> {
+    let plan = &results.plan;
+    let labels: Vec<String> = plan.clients.iter().map(|c| grouped(*c as f64)).collect();
+    let width = 400 * plan.sizes.len().max(1) as u32 + 40;
+    let root = SVGBackend::new(path, (width, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root
+        .titled(
+            "Echo round trips per second, as a ratio to tokio",
+            (FONT, 20),
+        )
+        .map_err(err)?;
+    let mut servers: Vec<(String, String)> = Vec::new();
+    for c in &results.throughput {
+        if c.server != "tokio" && !servers.iter().any(|(n, _)| *n == c.server) {
+            servers.push((c.server.clone(), c.label.clone()));
+        }
+    }
+    let top = results
+        .throughput
+        .iter()
+        .filter_map(|c| ratio_to_tokio(results, c))
+        .fold(1.2f64, f64::max)
+        * 1.1;
+    let panels = root.split_evenly((1, plan.sizes.len().max(1)));
+    for (panel, &size) in panels.iter().zip(&plan.sizes) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{} messages", size_label(size)), (FONT, 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d((0..plan.clients.len()).into_segmented(), 0f64..top)
+            .map_err(err)?;
+        let fmt = category(&labels);
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc("clients")
+            .y_desc("ratio to tokio")
+            .x_label_formatter(&fmt)
+            .y_label_formatter(&|v| format!("{v:.1}"))
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(err)?;
+        // tokio itself: the line at 1.
+        chart
+            .draw_series(LineSeries::new(
+                vec![(SegmentValue::Exact(0), 1.0), (SegmentValue::Last, 1.0)],
+                BLACK.mix(0.6).stroke_width(1),
+            ))
+            .map_err(err)?
+            .label("tokio = 1")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+        for (server, label) in &servers {
+            let c = colour(server, label);
+            let points: Vec<(SegmentValue<usize>, f64)> =
+                plan.clients
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, &clients)| {
+                        let cell = results.throughput.iter().find(|t| {
+                            t.server == *server && t.clients == clients && t.size == size
+                        })?;
+                        Some((SegmentValue::CenterOf(i), ratio_to_tokio(results, cell)?))
+                    })
+                    .collect();
+            if points.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(format!("{server} {label}"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(p.clone(), 3, c.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font((FONT, 11))
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// One panel per client count: a bar per server, requests per second.
+fn http_plot(results: &Results, path: &Path) -> Result<(), String> {
+    let plan = &results.plan;
+    let mut servers: Vec<(String, String)> = Vec::new();
+    for c in &results.http {
+        if !servers.iter().any(|(n, l)| *n == c.server && *l == c.label) {
+            servers.push((c.server.clone(), c.label.clone()));
+        }
+    }
+    let labels: Vec<String> = servers
+        .iter()
+        .map(|(n, l)| {
+            if n == "nginx" {
+                n.clone()
+            } else {
+                format!("{n} {l}")
+            }
+        })
+        .collect();
+    let width = 400 * plan.http_clients.len().max(1) as u32 + 40;
+    let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root
+        .titled("HTTP keep-alive requests per second", (FONT, 20))
+        .map_err(err)?;
+    let top = results
+        .http
+        .iter()
+        .filter_map(|c| c.per_s.map(|s| s.max))
+        .fold(1.0f64, f64::max)
+        * 1.15;
+    let panels = root.split_evenly((1, plan.http_clients.len().max(1)));
+    for (panel, &clients) in panels.iter().zip(&plan.http_clients) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!(
+                    "{} client{}",
+                    grouped(clients as f64),
+                    if clients == 1 { "" } else { "s" }
+                ),
+                (FONT, 16),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0..servers.len().max(1)).into_segmented(), 0f64..top)
+            .map_err(err)?;
+        let fmt = category(&labels);
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc("requests per second")
+            .x_label_formatter(&fmt)
+            .y_label_formatter(&|v| grouped(*v))
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(err)?;
+        for (i, (server, label)) in servers.iter().enumerate() {
+            let Some(per_s) = results
+                .http
+                .iter()
+                .find(|c| c.server == *server && c.label == *label && c.clients == clients)
+                .and_then(|c| c.per_s)
+            else {
+                continue;
+            };
+            let c = colour(server, label);
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), per_s.median),
+                ],
+                c.filled(),
+            );
+            bar.set_margin(0, 0, 12, 12);
+            chart.draw_series(std::iter::once(bar)).map_err(err)?;
+            chart
+                .draw_series(std::iter::once(ErrorBar::new_vertical(
+                    SegmentValue::CenterOf(i),
+                    per_s.min,
+                    per_s.median,
+                    per_s.max,
+                    BLACK,
+                    10,
+                )))
+                .map_err(err)?;
+        }
+    }
+    root.present().map_err(err)
+}
