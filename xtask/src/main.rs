@@ -5,11 +5,13 @@
 //! - `grade --stage STAGE --cmd '...'`: grade any server command (any language).
 //! - `test`: everything CI runs: fmt, clippy, unit and integration tests, the
 //!   suite against every stage.
+//! - `bench [--quick]`: benchmarks, written as tables and plots into the book.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod run;
 mod stages;
 mod test;
@@ -34,6 +36,8 @@ enum Command {
     Grade(run::GradeArgs),
     /// Everything CI runs: fmt, clippy, tests, the suite against every stage.
     Test(test::TestArgs),
+    /// Benchmarks: idle-connection latency, echo throughput, HTTP; tables and plots for the book.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run::serve(args),
         Command::Grade(args) => run::grade(args),
         Command::Test(args) => test::test(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -25,8 +25,46 @@ fn colour(server: &str, label: &str) -> RGBColor {
         ("ch08", "no-cork") => RGBColor(0xc5, 0xb0, 0xd5),
         ("ch08", _) => RGBColor(0x94, 0x67, 0xbd),
         ("nginx", _) => RGBColor(0x00, 0x96, 0x39),
+        ("tokio-nodelay", _) => RGBColor(0xbc, 0xbd, 0x22),
         _ => RGBColor(0x20, 0x20, 0x20),
     }
+}
+
+/// The name a series has in a legend: `ch05 poll`, or the reference's label.
+fn legend_name(server: &str, label: &str) -> String {
+    if server.starts_with("ch") {
+        format!("{server} {label}")
+    } else {
+        label.to_string()
+    }
+}
+
+/// A legend under the panels, drawn by hand so that it covers no data:
+/// entries in columns, a short line of the series' colour before each name.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[(String, RGBColor)],
+) -> Result<(), String> {
+    let (width, _) = area.dim_in_pixel();
+    let columns = (width as usize / 260).max(1);
+    for (k, (name, c)) in entries.iter().enumerate() {
+        let x = 20 + (k % columns) as i32 * 260;
+        let y = 10 + (k / columns) as i32 * 18;
+        area.draw(&PathElement::new(
+            vec![(x, y + 7), (x + 22, y + 7)],
+            c.stroke_width(3),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(name.clone(), (x + 28, y), (FONT, 13)))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The height a legend of `n` entries needs in a figure `width` wide.
+fn legend_height(n: usize, width: u32) -> u32 {
+    let columns = (width as usize / 260).max(1);
+    (n.div_ceil(columns) as u32) * 18 + 20
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -85,7 +123,9 @@ fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
 
 type Pick = fn(&LatencyPoint) -> Option<Summary>;
 
-/// Panels side by side, one per picked figure: x the idle connections, y (log) in µs.
+/// Panels side by side, one per picked figure: x the idle connections, y (log)
+/// in µs, a line per server through the medians, bars from the lowest to the
+/// highest run.
 fn idle_plot(
     results: &Results,
     path: &Path,
@@ -95,10 +135,28 @@ fn idle_plot(
     let steps = &results.plan.idle_steps;
     let labels: Vec<String> = steps.iter().map(|n| grouped(*n as f64)).collect();
     let width = 460 * picks.len() as u32 + 40;
-    let root = SVGBackend::new(path, (width, 480)).into_drawing_area();
+    let entries: Vec<(String, RGBColor)> = results
+        .latency
+        .iter()
+        .filter(|s| {
+            s.points
+                .iter()
+                .any(|p| picks.iter().any(|(_, f)| f(p).is_some()))
+        })
+        .map(|s| {
+            (
+                legend_name(&s.server, &s.label),
+                colour(&s.server, &s.label),
+            )
+        })
+        .collect();
+    let legend = legend_height(entries.len(), width);
+    let root = SVGBackend::new(path, (width, 440 + legend)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, (FONT, 20)).map_err(err)?;
-    let panels = root.split_evenly((1, picks.len()));
+    let (plots, key) = root.split_vertically(root.dim_in_pixel().1 - legend);
+    draw_legend(&key, &entries)?;
+    let panels = plots.split_evenly((1, picks.len()));
     for (panel, (name, pick)) in panels.iter().zip(picks) {
         let values = results.latency.iter().flat_map(|s| {
             s.points
@@ -112,7 +170,10 @@ fn idle_plot(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..steps.len()).into_segmented(), (lo..hi).log_scale())
+            .build_cartesian_2d(
+                (0..steps.len().saturating_sub(1)).into_segmented(),
+                (lo..hi).log_scale(),
+            )
             .map_err(err)?;
         let fmt = category(&labels);
         chart
@@ -135,20 +196,13 @@ fn idle_plot(
                     Some((i, pick(p)?))
                 })
                 .collect();
-            if points.is_empty() {
-                continue;
-            }
             let line: Vec<(SegmentValue<usize>, f64)> = points
                 .iter()
                 .map(|(i, s)| (SegmentValue::CenterOf(*i), s.median))
                 .collect();
             chart
                 .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("{} {}", series.server, series.label))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
+                .map_err(err)?;
             chart
                 .draw_series(line.iter().map(|p| Circle::new(p.clone(), 3, c.filled())))
                 .map_err(err)?;
@@ -158,24 +212,29 @@ fn idle_plot(
                 }))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 12))
-            .draw()
-            .map_err(err)?;
     }
     root.present().map_err(err)
 }
 
-/// One panel per message size: x the clients, y the ratio to tokio.
+/// One panel per message size: x the clients, y (log) the ratio to tokio.
 fn throughput_plot(results: &Results, path: &Path) -> Result<(), String> {
     let plan = &results.plan;
     let labels: Vec<String> = plan.clients.iter().map(|c| grouped(*c as f64)).collect();
     let width = 400 * plan.sizes.len().max(1) as u32 + 40;
-    let root = SVGBackend::new(path, (width, 480)).into_drawing_area();
+    let mut servers: Vec<(String, String)> = Vec::new();
+    for c in &results.throughput {
+        if c.server != "tokio" && !servers.iter().any(|(n, _)| *n == c.server) {
+            servers.push((c.server.clone(), c.label.clone()));
+        }
+    }
+    let mut entries: Vec<(String, RGBColor)> = vec![("tokio (= 1)".into(), colour("tokio", ""))];
+    entries.extend(
+        servers
+            .iter()
+            .map(|(n, l)| (legend_name(n, l), colour(n, l))),
+    );
+    let legend = legend_height(entries.len(), width);
+    let root = SVGBackend::new(path, (width, 440 + legend)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let root = root
         .titled(
@@ -183,35 +242,40 @@ fn throughput_plot(results: &Results, path: &Path) -> Result<(), String> {
             (FONT, 20),
         )
         .map_err(err)?;
-    let mut servers: Vec<(String, String)> = Vec::new();
-    for c in &results.throughput {
-        if c.server != "tokio" && !servers.iter().any(|(n, _)| *n == c.server) {
-            servers.push((c.server.clone(), c.label.clone()));
-        }
-    }
-    let top = results
+    let (plots, key) = root.split_vertically(root.dim_in_pixel().1 - legend);
+    draw_legend(&key, &entries)?;
+    let ratios = results
         .throughput
         .iter()
         .filter_map(|c| ratio_to_tokio(results, c))
-        .fold(1.2f64, f64::max)
-        * 1.1;
-    let panels = root.split_evenly((1, plan.sizes.len().max(1)));
+        .chain([0.5, 2.0]);
+    let (lo, hi) = log_bounds(ratios);
+    let panels = plots.split_evenly((1, plan.sizes.len().max(1)));
     for (panel, &size) in panels.iter().zip(&plan.sizes) {
         let mut chart = ChartBuilder::on(panel)
             .caption(format!("{} messages", size_label(size)), (FONT, 16))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d((0..plan.clients.len()).into_segmented(), 0f64..top)
+            .build_cartesian_2d(
+                (0..plan.clients.len().saturating_sub(1)).into_segmented(),
+                (lo..hi).log_scale(),
+            )
             .map_err(err)?;
         let fmt = category(&labels);
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_desc("clients")
-            .y_desc("ratio to tokio")
+            .y_desc("ratio to tokio (log scale)")
             .x_label_formatter(&fmt)
-            .y_label_formatter(&|v| format!("{v:.1}"))
+            .y_label_formatter(&|v| {
+                if *v >= 1.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
+            })
             .label_style((FONT, 13))
             .draw()
             .map_err(err)?;
@@ -219,11 +283,9 @@ fn throughput_plot(results: &Results, path: &Path) -> Result<(), String> {
         chart
             .draw_series(LineSeries::new(
                 vec![(SegmentValue::Exact(0), 1.0), (SegmentValue::Last, 1.0)],
-                BLACK.mix(0.6).stroke_width(1),
+                colour("tokio", "").stroke_width(2),
             ))
-            .map_err(err)?
-            .label("tokio = 1")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+            .map_err(err)?;
         for (server, label) in &servers {
             let c = colour(server, label);
             let points: Vec<(SegmentValue<usize>, f64)> =
@@ -237,28 +299,13 @@ fn throughput_plot(results: &Results, path: &Path) -> Result<(), String> {
                         Some((SegmentValue::CenterOf(i), ratio_to_tokio(results, cell)?))
                     })
                     .collect();
-            if points.is_empty() {
-                continue;
-            }
             chart
                 .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("{server} {label}"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
+                .map_err(err)?;
             chart
                 .draw_series(points.iter().map(|p| Circle::new(p.clone(), 3, c.filled())))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 11))
-            .draw()
-            .map_err(err)?;
     }
     root.present().map_err(err)
 }
@@ -308,7 +355,10 @@ fn http_plot(results: &Results, path: &Path) -> Result<(), String> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..servers.len().max(1)).into_segmented(), 0f64..top)
+            .build_cartesian_2d(
+                (0..servers.len().saturating_sub(1)).into_segmented(),
+                0f64..top,
+            )
             .map_err(err)?;
         let fmt = category(&labels);
         chart

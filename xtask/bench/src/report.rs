@@ -211,7 +211,7 @@ fn machine_page(r: &Results) -> String {
         s,
         "- The load generator is a separate process (`netbook-bench loadgen`), one \
          thread, driven by epoll. Over each measurement window it reads the server's \
-         CPU time from `/proc/PID/stat` and its own from `getrusage`."
+         CPU time from `/proc/PID/task/*/schedstat` (nanoseconds) and its own from `getrusage`."
     );
     let _ = writeln!(
         s,
@@ -298,7 +298,7 @@ fn latency_page(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "\nThe server's CPU time per round trip (from `/proc/PID/stat` over the runs): \
+        "\nThe server's CPU time per round trip (from `/proc/PID/task/*/schedstat` over the runs): \
          the cost of one wakeup, which is where select and poll pay for every idle \
          descriptor.\n"
     );
@@ -618,7 +618,7 @@ pub fn generator_check(r: &Results) -> Vec<String> {
     }
     lines.push(format!(
         "Method: over every measurement window the generator reads the server's CPU \
-         time from `/proc/PID/stat` and its own from `getrusage`. A cell counts as \
+         time from `/proc/PID/task/*/schedstat` and its own from `getrusage`. A cell counts as \
          generator-bound (⚠) when the generator used ≥ {:.0} % of a core while the \
          server used < {:.0} %: the server had room the generator could not fill. \
          The tokio peer is a second check: a stage that matches tokio in a cell \
