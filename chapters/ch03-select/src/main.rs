@@ -123,7 +123,7 @@ fn accept_new(listener: &Socket, conns: &mut Vec<Conn>) {
                 // descriptors). EMFILE is a real weakness here: the client
                 // stays in the backlog, so the listener stays readable, so
                 // select() returns at once and we spin on a failing accept()
-                // until a descriptor is freed. A later stage sheds it.
+                // until a descriptor is freed. Stage 6 sheds it.
                 trace!("accept -> {}", plumbing::errno_name(&e));
                 return;
             }
