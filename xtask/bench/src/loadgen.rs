@@ -258,6 +258,27 @@ fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Close with RST (SO_LINGER 0) instead of FIN: thousands of connections
+/// per run would otherwise leave thousands of TIME_WAIT entries holding
+/// loopback ports for a minute. Only done after the measurement.
+fn abort(stream: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: linger is a valid struct of the size given; the fd is open.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(stream);
+}
+
 fn latency(job: &LatencyJob) -> Result<LatencyResult, String> {
     let msg: Vec<u8> = (0..job.size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut reply = vec![0u8; job.size];
@@ -349,7 +370,8 @@ fn latency(job: &LatencyJob) -> Result<LatencyResult, String> {
         }
         result.steps.push(step);
     }
-    drop(idle);
+    idle.into_iter().for_each(abort);
+    abort(active);
     Ok(result)
 }
 
@@ -640,6 +662,8 @@ fn closed_loop(job: &LoopJob, proto: Proto) -> Result<LoopResult, String> {
         _ => None,
     };
     result.broken = broken;
+    drop(epoll);
+    clients.into_iter().for_each(|c| abort(c.stream));
     Ok(result)
 }
 

@@ -306,9 +306,20 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        // SAFETY: kill() has no memory-safety preconditions; the negative PID
-        // names the process group we created.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let leader = self.child.id() as i32;
+        // SIGTERM first: nginx's master stops its worker and reaps it, so no
+        // zombie is left for init. Then SIGKILL whatever is left of the group.
+        // SAFETY: kill() has no memory-safety preconditions.
+        unsafe { libc::kill(leader, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: as above; the negative PID names the process group we created.
+        unsafe { libc::kill(-leader, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }

@@ -229,6 +229,15 @@ pub fn run(options: Options) -> Result<PathBuf, String> {
         .bin_dir
         .clone()
         .unwrap_or_else(|| target_dir().join("release"));
+    if let Some(bad) = options
+        .only
+        .iter()
+        .find(|o| !["latency", "throughput", "http"].contains(&o.as_str()))
+    {
+        return Err(format!(
+            "--only {bad:?}: the parts are latency, throughput and http"
+        ));
+    }
     let wants = |part: &str| options.only.is_empty() || options.only.iter().any(|o| o == part);
 
     let (stages, mut notes) = peers::discover(&root);
