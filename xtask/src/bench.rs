@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// Only these parts: latency, throughput, http (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Only these servers: ch01 ... ch08, tokio, tokio-nodelay, nginx (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
 }
 
 /// Every stage crate on this branch: chapters/chNN-*.
@@ -80,6 +83,9 @@ pub fn bench(args: BenchArgs) -> Result<bool, String> {
     }
     if !args.only.is_empty() {
         cmd.arg("--only").arg(args.only.join(","));
+    }
+    if !args.servers.is_empty() {
+        cmd.arg("--servers").arg(args.servers.join(","));
     }
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     Ok(status.success())

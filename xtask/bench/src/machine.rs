@@ -19,6 +19,9 @@ pub struct Machine {
     /// Load average (1 min) when the run started and when it ended.
     pub load_before: f64,
     pub load_after: Option<f64>,
+    /// The highest 1-minute load average seen between measurements.
+    #[serde(default)]
+    pub load_max: Option<f64>,
     /// UTC, `2026-04-30 12:00`.
     pub date: String,
     /// The workspace commit (`git describe --always --dirty`).
@@ -50,6 +53,7 @@ impl Machine {
             rustc: first_line("rustc", &["--version"]),
             load_before: load_average(),
             load_after: None,
+            load_max: None,
             date: utc_now(),
             commit: first_line_in(root, "git", &["describe", "--always", "--dirty"]),
             nofile: crate::loadgen::nofile_hard_limit(),
@@ -70,12 +74,33 @@ impl Machine {
                 format!("`{}`", self.glibc_tunables)
             },
             self.load_before,
-            self.load_after
-                .map_or(String::new(), |l| format!(", {l:.2} after")),
+            match (self.load_after, self.load_max) {
+                (Some(after), Some(max)) => format!(", {after:.2} after, {max:.2} at most"),
+                (Some(after), None) => format!(", {after:.2} after"),
+                _ => String::new(),
+            },
             self.date,
             self.commit
         )
     }
+}
+
+/// The highest load average [`sample_load`] saw (f64 bits; 0 = none yet).
+static LOAD_MAX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Note the load average now; the highest one goes on the record.
+pub fn sample_load() {
+    use std::sync::atomic::Ordering;
+    let now = load_average();
+    if now.is_finite() && now > f64::from_bits(LOAD_MAX.load(Ordering::Relaxed)) {
+        LOAD_MAX.store(now.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// The highest load average sampled so far.
+pub fn load_max() -> Option<f64> {
+    let bits = LOAD_MAX.load(std::sync::atomic::Ordering::Relaxed);
+    (bits != 0).then(|| f64::from_bits(bits))
 }
 
 /// The 1-minute load average.

@@ -52,6 +52,10 @@ enum Command {
         /// Only these parts: latency, throughput, http (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Only these servers: ch01 ... ch08, tokio, tokio-nodelay, nginx
+        /// (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<String>,
     },
     /// The load generator (started by `run`).
     Loadgen {
@@ -78,12 +82,14 @@ fn main() -> ExitCode {
             out,
             bin_dir,
             only,
+            servers,
         } => run::run(run::Options {
             quick,
             install_nginx,
             out,
             bin_dir,
             only,
+            servers,
         })
         .map(|out| println!("bench: results in {}", out.display())),
         Command::Loadgen { job } => loadgen::main(&job),

@@ -183,9 +183,10 @@ fn machine_page(r: &Results) -> String {
         (
             "load average (1 min)",
             format!(
-                "{:.2} before, {} after",
+                "{:.2} before, {} after, {} at most between measurements",
                 m.load_before,
-                m.load_after.map_or("?".into(), |l| format!("{l:.2}"))
+                m.load_after.map_or("?".into(), |l| format!("{l:.2}")),
+                m.load_max.map_or("?".into(), |l| format!("{l:.2}"))
             ),
         ),
         ("date", format!("{} UTC", m.date)),
@@ -225,7 +226,9 @@ fn machine_page(r: &Results) -> String {
         "- Latency: one client sends {} B and waits for the echo, {} times per run, \
          {} runs per step; the idle connections are opened first and the server is \
          seen holding them all in `/proc/PID/fd` before any timing.",
-        p.latency_size, p.latency_round_trips, p.latency_runs
+        p.latency_size,
+        grouped(p.latency_round_trips as f64),
+        p.latency_runs
     );
     let _ = writeln!(
         s,
@@ -277,7 +280,9 @@ fn latency_page(r: &Results) -> String {
         "Round trip of one active client ({} B echo) while N other connections stay \
          connected and silent. Median of {} runs (each the median of up to {} round \
          trips), lowest–highest run in brackets, then the 99th percentile.\n",
-        p.latency_size, p.latency_runs, p.latency_round_trips
+        p.latency_size,
+        p.latency_runs,
+        grouped(p.latency_round_trips as f64)
     );
     head(&mut s, "stage");
     for series in &r.latency {
@@ -322,7 +327,7 @@ fn latency_page(r: &Results) -> String {
         "\nThe server's CPU while every connection is idle, as a share of one core \
          (over {} ms): a server that sleeps in the kernel uses none; a busy loop \
          uses a whole core.\n",
-        p.idle_cpu_ms
+        grouped(p.idle_cpu_ms as f64)
     );
     head(&mut s, "stage");
     for series in &r.latency {

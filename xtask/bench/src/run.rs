@@ -167,6 +167,8 @@ pub struct Options {
     pub out: Option<PathBuf>,
     pub bin_dir: Option<PathBuf>,
     pub only: Vec<String>,
+    /// Only these servers (`ch05`, `tokio`, `nginx`); empty: all.
+    pub servers: Vec<String>,
 }
 
 /// The workspace root: this crate lives in xtask/bench.
@@ -286,6 +288,17 @@ pub fn run(options: Options) -> Result<PathBuf, String> {
         fd_setsize: false,
     };
 
+    let chosen =
+        |name: &str| options.servers.is_empty() || options.servers.iter().any(|s| s == name);
+    echo.retain(|p| chosen(&p.server));
+    present.retain(|s| chosen(&s.stage));
+    let throughput_extra: Vec<&Peer> = if chosen(&tokio_nodelay.server) {
+        vec![&tokio_nodelay]
+    } else {
+        Vec::new()
+    };
+    let nginx_wanted = chosen("nginx");
+
     let mut results = Results {
         machine: Machine::probe(&root),
         plan: plan.clone(),
@@ -319,11 +332,18 @@ pub fn run(options: Options) -> Result<PathBuf, String> {
         }
         if wants("throughput") {
             let mut peers: Vec<&Peer> = echo.iter().collect();
-            peers.push(&tokio_nodelay);
+            peers.extend(throughput_extra.iter().copied());
             throughput_section(&plan, &peers, &mut results)?;
         }
         if wants("http") {
-            http_section(&plan, &present, &bin_dir, &options, &mut results)?;
+            http_section(
+                &plan,
+                &present,
+                &bin_dir,
+                &options,
+                nginx_wanted,
+                &mut results,
+            )?;
         }
         Ok(())
     })();
@@ -331,7 +351,9 @@ pub fn run(options: Options) -> Result<PathBuf, String> {
     outcome?;
     notes.append(&mut results.notes);
     results.notes = notes;
+    machine::sample_load();
     results.machine.load_after = Some(machine::load_average());
+    results.machine.load_max = machine::load_max();
     results.generator_check = crate::report::generator_check(&results);
     eprintln!(
         "bench: measured in {:.0} s; writing {}",
@@ -347,6 +369,7 @@ pub fn run(options: Options) -> Result<PathBuf, String> {
 /// Run the generator in its own process; its JSON answer.
 fn loadgen(job: &Job, limit: Duration) -> Result<Outcome, String> {
     interrupted()?;
+    machine::sample_load();
     let json = serde_json::to_string(job).map_err(|e| e.to_string())?;
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(me);
@@ -629,11 +652,12 @@ fn http_section(
     stages: &[Stage],
     bin_dir: &Path,
     options: &Options,
+    nginx_wanted: bool,
     results: &mut Results,
 ) -> Result<(), String> {
     eprintln!("bench: HTTP");
-    let mut nginx = peers::nginx_binary();
-    if nginx.is_none() && options.install_nginx {
+    let mut nginx = peers::nginx_binary().filter(|_| nginx_wanted);
+    if nginx.is_none() && nginx_wanted && options.install_nginx {
         peers::install_nginx()?;
         nginx = peers::nginx_binary();
     }
@@ -671,6 +695,7 @@ fn http_section(
         ),
     }
     match &nginx {
+        _ if !nginx_wanted => {}
         Some(bin) => {
             results.nginx = Some(peers::nginx_version(bin));
             servers.push(HttpServer::Nginx(bin.clone()));
