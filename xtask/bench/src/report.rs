@@ -7,7 +7,10 @@
 //!   round trip, server CPU when everything idles;
 //! - `throughput.md`: echo round trips per second, ratio to tokio;
 //! - `http.md`: ch08 against nginx, and segments per response;
-//! - `results.md`: all of the above on one page;
+//!
+//! Those four are fragments to include in a chapter: no headings, no images,
+//! each opening with the machine it was measured on.
+//! - `results.md`: all of the above on one page, with headings and the plots;
 //! - `idle-latency.svg`, `idle-cost.svg`, `throughput.svg`, `http.svg`;
 //! - `results.json`.
 
@@ -44,20 +47,35 @@ pub fn write_all(results: &Results, out: &Path) -> Result<(), String> {
         throughput_page(results),
         http_page(results),
     ];
-    let mut all = format!(
-        "{HEADER}\n\n# Benchmark results\n\nMeasured on: {}\n",
-        results.machine.stamp()
-    );
+    // The fragments have no headings and show no images, so that a chapter
+    // can {{#include}} one anywhere (image paths would be relative to the
+    // including page). results.md, next to the plots, has both.
     for (name, text) in PAGES.iter().zip(&pages) {
         write(out, name, &format!("{HEADER}\n\n{text}"))?;
-        // One page: each part's title one level down.
-        all.push('\n');
-        for line in text.lines() {
-            if line.starts_with('#') {
-                all.push('#');
-            }
-            all.push_str(line);
-            all.push('\n');
+    }
+    let titles = [
+        "The machine and the method",
+        "Latency with idle connections",
+        "Echo throughput",
+        "HTTP: ch08 and nginx",
+    ];
+    let images: [&[(&str, &str)]; 4] = [
+        &[],
+        &[
+            ("Round trip against idle connections", "idle-latency.svg"),
+            (
+                "Server CPU per round trip against idle connections",
+                "idle-cost.svg",
+            ),
+        ],
+        &[("Echo throughput as a ratio to tokio", "throughput.svg")],
+        &[("HTTP requests per second", "http.svg")],
+    ];
+    let mut all = format!("{HEADER}\n\n# Benchmark results\n");
+    for ((title, text), shown) in titles.iter().zip(&pages).zip(images) {
+        all.push_str(&format!("\n## {title}\n\n{text}"));
+        for (alt, file) in shown {
+            all.push_str(&format!("\n![{alt}]({file})\n"));
         }
     }
     write(out, "results.md", &all)?;
@@ -157,7 +175,6 @@ fn machine_page(r: &Results) -> String {
     let m = &r.machine;
     let p = &r.plan;
     let mut s = String::new();
-    let _ = writeln!(s, "# The machine and the method\n");
     if p.quick {
         let _ = writeln!(
             s,
@@ -202,11 +219,13 @@ fn machine_page(r: &Results) -> String {
     if !r.stages.is_empty() {
         let _ = writeln!(s, "\nStages measured: {}.", r.stages.join(", "));
     }
-    let _ = writeln!(s, "\n## How the figures were taken\n");
+    let _ = writeln!(s, "\n**How the figures were taken**\n");
     let _ = writeln!(
         s,
-        "- Everything runs over loopback (127.0.0.1) on ephemeral ports; each \
-         measurement starts a fresh server and kills its process group afterwards."
+        "- Everything runs over loopback (127.0.0.1) on ephemeral ports. Every \
+         throughput and HTTP run starts a fresh server and kills its process group \
+         afterwards; the latency runs of a server share one, whose idle connections \
+         grow step by step."
     );
     let _ = writeln!(
         s,
@@ -217,8 +236,9 @@ fn machine_page(r: &Results) -> String {
     let _ = writeln!(
         s,
         "- Each figure is the median of {} runs; the brackets give the spread \
-         (lowest–highest run). Runs of one cell are interleaved across servers, so \
-         a change in the machine's load touches every server alike.",
+         (lowest–highest run). The runs of a throughput or HTTP cell are interleaved \
+         across servers (run 1 of each, then run 2, ...), so a change in the \
+         machine's load touches every server alike.",
         p.runs
     );
     let _ = writeln!(
@@ -241,12 +261,12 @@ fn machine_page(r: &Results) -> String {
         "- The reference peer is a tokio echo server on a current-thread runtime \
          (one thread, like the stages), built only by the bench crate."
     );
-    let _ = writeln!(s, "\n## Was the load generator the bottleneck?\n");
+    let _ = writeln!(s, "\n**Was the load generator the bottleneck?**\n");
     for line in &r.generator_check {
         let _ = writeln!(s, "- {line}");
     }
     if !r.notes.is_empty() {
-        let _ = writeln!(s, "\n## Notes\n");
+        let _ = writeln!(s, "\n**Notes**\n");
         for n in &r.notes {
             let _ = writeln!(s, "- {n}");
         }
@@ -257,7 +277,6 @@ fn machine_page(r: &Results) -> String {
 fn latency_page(r: &Results) -> String {
     let mut s = String::new();
     let p = &r.plan;
-    let _ = writeln!(s, "# Latency with idle connections\n");
     let _ = writeln!(s, "Measured on: {}\n", r.machine.stamp());
     if r.latency.is_empty() {
         let _ = writeln!(s, "Not measured in this run.");
@@ -344,11 +363,6 @@ fn latency_page(r: &Results) -> String {
         }
         s.push('\n');
     }
-    let _ = writeln!(
-        s,
-        "\n![Round trip against idle connections](idle-latency.svg)\n\n\
-         ![Server CPU per round trip against idle connections](idle-cost.svg)"
-    );
     s
 }
 
@@ -392,7 +406,6 @@ fn generator_bound(gen_cpu: Option<&Summary>, server_cpu: Option<&Summary>) -> b
 fn throughput_page(r: &Results) -> String {
     let mut s = String::new();
     let p = &r.plan;
-    let _ = writeln!(s, "# Echo throughput\n");
     let _ = writeln!(s, "Measured on: {}\n", r.machine.stamp());
     if r.throughput.is_empty() {
         let _ = writeln!(s, "Not measured in this run.");
@@ -429,7 +442,7 @@ fn throughput_page(r: &Results) -> String {
         }
     }
     for &size in &p.sizes {
-        let _ = writeln!(s, "## {} messages\n", size_label(size));
+        let _ = writeln!(s, "**{} messages**\n", size_label(size));
         let _ = write!(s, "| stage | server |");
         for c in &p.clients {
             let _ = write!(
@@ -484,14 +497,12 @@ fn throughput_page(r: &Results) -> String {
         }
         s.push('\n');
     }
-    let _ = writeln!(s, "![Echo throughput as a ratio to tokio](throughput.svg)");
     s
 }
 
 fn http_page(r: &Results) -> String {
     let mut s = String::new();
     let p = &r.plan;
-    let _ = writeln!(s, "# HTTP: ch08 and nginx\n");
     let _ = writeln!(s, "Measured on: {}\n", r.machine.stamp());
     if r.http.is_empty() && r.segments.is_empty() {
         let _ = writeln!(
@@ -586,7 +597,6 @@ fn http_page(r: &Results) -> String {
             grouped(row.response_bytes as f64)
         );
     }
-    let _ = writeln!(s, "\n![HTTP requests per second](http.svg)");
     s
 }
 
