@@ -382,13 +382,15 @@ pub fn ratio_to_tokio(r: &Results, c: &ThroughputCell) -> Option<f64> {
     (t.median > 0.0).then(|| s.median / t.median)
 }
 
-/// Fewer round trips per client per second than this, with an idle server...
+/// Fewer round trips per client per second than this, with an idle
+/// generator...
 const TIMER_RATE: f64 = 30.0;
-/// ...(under this share of a core): the exchange waited on a timer.
+/// ...(under this share of a core): the exchange waited on a timer. (The
+/// generator, not the server: a busy loop spends its core waiting too.)
 const TIMER_CPU: f64 = 0.10;
 
 pub fn timer_bound(c: &ThroughputCell) -> bool {
-    match (&c.per_s, &c.server_cpu) {
+    match (&c.per_s, &c.gen_cpu) {
         (Some(p), Some(cpu)) => {
             p.median / c.clients.max(1) as f64 <= TIMER_RATE && cpu.median < TIMER_CPU
         }
@@ -416,8 +418,10 @@ fn throughput_page(r: &Results) -> String {
         "Echo round trips per second with C clients, each in a closed loop (send S \
          bytes, wait for all of them back, again). Each cell: the ratio to the tokio \
          peer in the same runs, the median of {} runs with the lowest–highest run in \
-         brackets, then the CPU used by the load generator and by the server (share \
-         of one core). ⚠ marks a cell where the generator was busier than the server \
+         brackets, then the server's CPU time per round trip, and the CPU used by the \
+         load generator and by the server (share of one core). On a machine shared \
+         with other work, the CPU time per round trip is the steadier figure: it does \
+         not depend on how much of the machine the server was given. ⚠ marks a cell where the generator was busier than the server \
          (it used ≥ {:.0} % of a core while the server used < {:.0} %): there the \
          figure is what the generator could drive, not what the server could serve.\n",
         p.runs,
@@ -427,7 +431,7 @@ fn throughput_page(r: &Results) -> String {
     let _ = writeln!(
         s,
         "⏱ marks a cell where each client finished fewer than {TIMER_RATE:.0} round trips a second \
-         while the server used under {:.0} % of a core: the round trips waited on a timer, not \
+         while the generator used under {:.0} % of a core: the round trips waited on a timer, not \
          on the loop. With large messages that timer is TCP's: a server without TCP_NODELAY \
          that writes its echo in several pieces holds the last one back (Nagle's algorithm) \
          until the client acknowledges the earlier ones, and the client delays that \
@@ -479,10 +483,12 @@ fn throughput_page(r: &Results) -> String {
                                 warn = " ⏱";
                             }
                             format!(
-                                "**{ratio}**{warn} · {}/s ({}–{})<br>gen {}, server {}",
+                                "**{ratio}**{warn} · {}/s ({}–{})<br>{} per round trip<br>gen {}, server {}",
                                 grouped(per_s.median),
                                 grouped(per_s.min),
                                 grouped(per_s.max),
+                                c.cpu_us_per_rt
+                                    .map_or("?".into(), |x| duration_us(x.median)),
                                 c.gen_cpu.map_or("?".into(), |g| percent(g.median)),
                                 c.server_cpu.map_or("?".into(), |g| percent(g.median)),
                             )

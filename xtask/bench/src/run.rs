@@ -132,6 +132,10 @@ pub struct ThroughputCell {
     pub per_s: Option<Summary>,
     pub gen_cpu: Option<Summary>,
     pub server_cpu: Option<Summary>,
+    /// The server's CPU time per round trip, in µs: what one round trip
+    /// costs it, whatever share of the machine it was given.
+    #[serde(default)]
+    pub cpu_us_per_rt: Option<Summary>,
     pub note: Option<String>,
 }
 
@@ -579,6 +583,7 @@ fn throughput_section(plan: &Plan, peers: &[&Peer], results: &mut Results) -> Re
                     per_s: summary(&runs[k], |r| Some(r.per_s)),
                     gen_cpu: summary(&runs[k], |r| Some(r.gen_cpu)),
                     server_cpu: summary(&runs[k], |r| r.server_cpu),
+                    cpu_us_per_rt: summary(&runs[k], cpu_us_per_exchange),
                     note: notes[k].clone(),
                 };
                 eprintln!(
@@ -600,6 +605,12 @@ fn throughput_section(plan: &Plan, peers: &[&Peer], results: &mut Results) -> Re
         }
     }
     Ok(())
+}
+
+/// The server's CPU time per completed exchange in a run, in µs.
+fn cpu_us_per_exchange(r: &LoopResult) -> Option<f64> {
+    let cpu = r.server_cpu?;
+    (r.per_s > 0.0).then(|| cpu * 1e6 / r.per_s)
 }
 
 fn summary(runs: &[LoopResult], f: impl Fn(&LoopResult) -> Option<f64>) -> Option<Summary> {
@@ -772,10 +783,7 @@ fn http_measure(
                 per_s: summary(&runs[k], |r| Some(r.per_s)),
                 server_cpu: summary(&runs[k], |r| r.server_cpu),
                 gen_cpu: summary(&runs[k], |r| Some(r.gen_cpu)),
-                cpu_us_per_req: summary(&runs[k], |r| {
-                    let cpu = r.server_cpu?;
-                    (r.per_s > 0.0).then(|| cpu * 1e6 / r.per_s)
-                }),
+                cpu_us_per_req: summary(&runs[k], cpu_us_per_exchange),
                 note: notes[k].clone(),
             };
             eprintln!(
