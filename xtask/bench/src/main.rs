@@ -6,6 +6,7 @@
 //! - `loadgen --job JSON`: the load generator, started by `run` as its own process.
 //! - `tokio-echo [--listen ADDR] [--nodelay]`: the tokio reference peer.
 //! - `check DIR`: is the output in DIR well formed?
+//! - `render DIR`: write the pages and plots again from DIR/results.json.
 //!
 //! This crate is a workspace member but not a default one, so ordinary
 //! builds never compile tokio or plotters.
@@ -72,6 +73,19 @@ enum Command {
     },
     /// Check that the files in DIR are well formed.
     Check { dir: PathBuf },
+    /// Write the pages and plots again from DIR/results.json (no measuring).
+    Render { dir: PathBuf },
+}
+
+/// Pages and plots from a results.json written earlier.
+fn render(dir: &std::path::Path) -> Result<(), String> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let results: run::Results =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    report::write_all(&results, dir)?;
+    validate::check_dir(dir).map(|s| println!("{s}"))
 }
 
 fn main() -> ExitCode {
@@ -95,6 +109,7 @@ fn main() -> ExitCode {
         Command::Loadgen { job } => loadgen::main(&job),
         Command::TokioEcho { listen, nodelay } => peers::tokio_echo(listen, nodelay),
         Command::Check { dir } => validate::check_dir(&dir).map(|s| println!("{s}")),
+        Command::Render { dir } => render(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
 use crate::report::{grouped, ratio_to_tokio, size_label};
-use crate::run::{LatencyPoint, Results};
+use crate::run::{LatencyPoint, Results, ThroughputCell};
 use crate::stats::Summary;
 
 const FONT: &str = "sans-serif";
@@ -89,7 +89,8 @@ pub fn write_all(results: &Results, out: &Path) -> Result<(), String> {
             p.cpu_per_rt_us
         })],
     )?;
-    throughput_plot(results, &out.join("throughput.svg"))?;
+    throughput_plot(results, out, &ratio_figure())?;
+    throughput_plot(results, out, &cpu_figure())?;
     http_plot(results, &out.join("http.svg"))
 }
 
@@ -216,47 +217,94 @@ fn idle_plot(
     root.present().map_err(err)
 }
 
-/// One panel per message size: x the clients, y (log) the ratio to tokio.
-fn throughput_plot(results: &Results, path: &Path) -> Result<(), String> {
+/// What a throughput figure plots for one cell.
+struct CellFigure {
+    file: &'static str,
+    title: &'static str,
+    y_desc: &'static str,
+    /// Is the plain tokio peer a series of its own, or the line at 1?
+    tokio_is_unit: bool,
+    value: fn(&Results, &ThroughputCell) -> Option<f64>,
+}
+
+fn ratio_figure() -> CellFigure {
+    CellFigure {
+        file: "throughput.svg",
+        title: "Echo round trips per second, as a ratio to tokio",
+        y_desc: "ratio to tokio (log scale)",
+        tokio_is_unit: true,
+        value: |r, c| ratio_to_tokio(r, c),
+    }
+}
+
+fn cpu_figure() -> CellFigure {
+    CellFigure {
+        file: "throughput-cpu.svg",
+        title: "Server CPU time per echo round trip",
+        y_desc: "µs (log scale)",
+        tokio_is_unit: false,
+        value: |_, c| c.cpu_us_per_rt.map(|s| s.median),
+    }
+}
+
+/// Powers of two around the values (ratios read best that way).
+fn log2_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (0.5f64, 2.0f64);
+    for v in values.filter(|v| v.is_finite() && *v > 0.0) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    (2f64.powf(lo.log2().floor()), 2f64.powf(hi.log2().ceil()))
+}
+
+/// One panel per message size: x the clients, y (log) the figure's value, a
+/// line per server. The TCP_NODELAY peer is left out of the ratio figure: at
+/// 64 KiB it is hundreds of times faster than servers stalled by Nagle's
+/// algorithm, which would flatten every other line (the tables show it).
+fn throughput_plot(results: &Results, out: &Path, fig: &CellFigure) -> Result<(), String> {
     let plan = &results.plan;
     let labels: Vec<String> = plan.clients.iter().map(|c| grouped(*c as f64)).collect();
     let width = 400 * plan.sizes.len().max(1) as u32 + 40;
     let mut servers: Vec<(String, String)> = Vec::new();
     for c in &results.throughput {
-        if c.server != "tokio" && !servers.iter().any(|(n, _)| *n == c.server) {
+        let skip = fig.tokio_is_unit && (c.server == "tokio" || c.server == "tokio-nodelay");
+        if !skip && !servers.iter().any(|(n, _)| *n == c.server) {
             servers.push((c.server.clone(), c.label.clone()));
         }
     }
-    let mut entries: Vec<(String, RGBColor)> = vec![("tokio (= 1)".into(), colour("tokio", ""))];
+    let mut entries: Vec<(String, RGBColor)> = Vec::new();
+    if fig.tokio_is_unit {
+        entries.push(("tokio (= 1)".into(), colour("tokio", "")));
+    }
     entries.extend(
         servers
             .iter()
             .map(|(n, l)| (legend_name(n, l), colour(n, l))),
     );
     let legend = legend_height(entries.len(), width);
-    let root = SVGBackend::new(path, (width, 440 + legend)).into_drawing_area();
+    let path = out.join(fig.file);
+    let root = SVGBackend::new(&path, (width, 440 + legend)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let root = root
-        .titled(
-            "Echo round trips per second, as a ratio to tokio",
-            (FONT, 20),
-        )
-        .map_err(err)?;
+    let root = root.titled(fig.title, (FONT, 20)).map_err(err)?;
     let (plots, key) = root.split_vertically(root.dim_in_pixel().1 - legend);
     draw_legend(&key, &entries)?;
-    let ratios = results
+    let values = results
         .throughput
         .iter()
-        .filter_map(|c| ratio_to_tokio(results, c))
-        .chain([0.5, 2.0]);
-    let (lo, hi) = log_bounds(ratios);
+        .filter(|c| servers.iter().any(|(n, _)| *n == c.server))
+        .filter_map(|c| (fig.value)(results, c));
+    let (lo, hi) = if fig.tokio_is_unit {
+        log2_bounds(values)
+    } else {
+        log_bounds(values)
+    };
     let panels = plots.split_evenly((1, plan.sizes.len().max(1)));
     for (panel, &size) in panels.iter().zip(&plan.sizes) {
         let mut chart = ChartBuilder::on(panel)
             .caption(format!("{} messages", size_label(size)), (FONT, 16))
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(50)
+            .y_label_area_size(60)
             .build_cartesian_2d(
                 (0..plan.clients.len().saturating_sub(1)).into_segmented(),
                 (lo..hi).log_scale(),
@@ -267,11 +315,13 @@ fn throughput_plot(results: &Results, path: &Path) -> Result<(), String> {
             .configure_mesh()
             .disable_x_mesh()
             .x_desc("clients")
-            .y_desc("ratio to tokio (log scale)")
+            .y_desc(fig.y_desc)
             .x_label_formatter(&fmt)
             .y_label_formatter(&|v| {
-                if *v >= 1.0 {
-                    format!("{v:.0}")
+                if *v >= 10.0 {
+                    grouped(*v)
+                } else if *v >= 1.0 {
+                    format!("{v:.1}")
                 } else {
                     format!("{v:.2}")
                 }
@@ -279,13 +329,14 @@ fn throughput_plot(results: &Results, path: &Path) -> Result<(), String> {
             .label_style((FONT, 13))
             .draw()
             .map_err(err)?;
-        // tokio itself: the line at 1.
-        chart
-            .draw_series(LineSeries::new(
-                vec![(SegmentValue::Exact(0), 1.0), (SegmentValue::Last, 1.0)],
-                colour("tokio", "").stroke_width(2),
-            ))
-            .map_err(err)?;
+        if fig.tokio_is_unit {
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(SegmentValue::Exact(0), 1.0), (SegmentValue::Last, 1.0)],
+                    colour("tokio", "").stroke_width(2),
+                ))
+                .map_err(err)?;
+        }
         for (server, label) in &servers {
             let c = colour(server, label);
             let points: Vec<(SegmentValue<usize>, f64)> =
@@ -296,7 +347,7 @@ fn throughput_plot(results: &Results, path: &Path) -> Result<(), String> {
                         let cell = results.throughput.iter().find(|t| {
                             t.server == *server && t.clients == clients && t.size == size
                         })?;
-                        Some((SegmentValue::CenterOf(i), ratio_to_tokio(results, cell)?))
+                        Some((SegmentValue::CenterOf(i), (fig.value)(results, cell)?))
                     })
                     .collect();
             chart

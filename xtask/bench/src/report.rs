@@ -11,7 +11,7 @@
 //! Those four are fragments to include in a chapter: no headings, no images,
 //! each opening with the machine it was measured on.
 //! - `results.md`: all of the above on one page, with headings and the plots;
-//! - `idle-latency.svg`, `idle-cost.svg`, `throughput.svg`, `http.svg`;
+//! - `idle-latency.svg`, `idle-cost.svg`, `throughput.svg`, `throughput-cpu.svg`, `http.svg`;
 //! - `results.json`.
 
 use std::fmt::Write as _;
@@ -23,10 +23,11 @@ use crate::stats::Summary;
 /// Every markdown page this module writes, in the order of results.md.
 pub const PAGES: [&str; 4] = ["machine.md", "idle-latency.md", "throughput.md", "http.md"];
 /// Every plot.
-pub const PLOTS: [&str; 4] = [
+pub const PLOTS: [&str; 5] = [
     "idle-latency.svg",
     "idle-cost.svg",
     "throughput.svg",
+    "throughput-cpu.svg",
     "http.svg",
 ];
 
@@ -68,7 +69,10 @@ pub fn write_all(results: &Results, out: &Path) -> Result<(), String> {
                 "idle-cost.svg",
             ),
         ],
-        &[("Echo throughput as a ratio to tokio", "throughput.svg")],
+        &[
+            ("Echo throughput as a ratio to tokio", "throughput.svg"),
+            ("Server CPU time per echo round trip", "throughput-cpu.svg"),
+        ],
         &[("HTTP requests per second", "http.svg")],
     ];
     let mut all = format!("{HEADER}\n\n# Benchmark results\n");

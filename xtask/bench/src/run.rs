@@ -452,9 +452,21 @@ fn latency_section(plan: &Plan, peers: &[Peer], results: &mut Results) -> Result
                 steps.push(n);
             }
         }
-        if !steps.is_empty() {
-            let mut server = peer.start()?;
-            let pid = server.pid().map_err(|f| f.summary)?;
+        let started = if steps.is_empty() {
+            None
+        } else {
+            match peer.start().and_then(|mut server| {
+                let pid = server.pid().map_err(|f| f.summary)?;
+                Ok((server, pid))
+            }) {
+                Ok(started) => Some(started),
+                Err(e) => {
+                    results.notes.push(format!("{}: latency: {e}", peer.server));
+                    None
+                }
+            }
+        };
+        if let Some((mut server, pid)) = started {
             let setup_limit_ms = if plan.quick { 10_000 } else { 60_000 };
             let run_limit_ms = if plan.quick { 2_000 } else { 6_000 };
             let job = LatencyJob {

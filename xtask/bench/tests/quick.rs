@@ -63,6 +63,7 @@ fn quick_run_writes_well_formed_pages_plots_and_json() {
         "idle-latency.svg",
         "idle-cost.svg",
         "throughput.svg",
+        "throughput-cpu.svg",
         "http.svg",
     ] {
         let text = std::fs::read_to_string(out.join(plot)).expect(plot);
