@@ -254,7 +254,12 @@ fn log2_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
         lo = lo.min(v);
         hi = hi.max(v);
     }
-    (2f64.powf(lo.log2().floor()), 2f64.powf(hi.log2().ceil()))
+    // A quarter of a power of two beyond each end, so that the end values
+    // get a labelled tick of their own.
+    (
+        2f64.powf(lo.log2().floor() - 0.25),
+        2f64.powf(hi.log2().ceil() + 0.25),
+    )
 }
 
 /// One panel per message size: x the clients, y (log) the figure's value, a
@@ -336,6 +341,26 @@ fn throughput_plot(results: &Results, out: &Path, fig: &CellFigure) -> Result<()
                     colour("tokio", "").stroke_width(2),
                 ))
                 .map_err(err)?;
+            // The log axis labels only 1 and 2 over so short a range: mark
+            // the halvings and doublings by hand.
+            for guide in [0.25, 0.5, 2.0, 4.0] {
+                if guide <= lo || guide >= hi {
+                    continue;
+                }
+                chart
+                    .draw_series(LineSeries::new(
+                        vec![(SegmentValue::Exact(0), guide), (SegmentValue::Last, guide)],
+                        BLACK.mix(0.35).stroke_width(1),
+                    ))
+                    .map_err(err)?;
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{guide}×"),
+                        (SegmentValue::Exact(0), guide),
+                        (FONT, 12).into_font().color(&BLACK.mix(0.6)),
+                    )))
+                    .map_err(err)?;
+            }
         }
         for (server, label) in &servers {
             let c = colour(server, label);
