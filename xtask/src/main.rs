@@ -5,11 +5,13 @@
 //! - `grade --stage STAGE --cmd '...'`: grade any server command (any language).
 //! - `test`: everything CI runs: fmt, clippy, unit and integration tests, the
 //!   suite against every stage.
+//! - `bench [--quick]`: benchmarks, written as tables and plots into the book.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod book;
 mod run;
 mod stages;
@@ -37,6 +39,8 @@ enum Command {
     Test(test::TestArgs),
     /// Build the book (--serve: for authors; --check: everything CI checks).
     Book(book::BookArgs),
+    /// Benchmarks: idle-connection latency, echo throughput, HTTP; tables and plots for the book.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Grade(args) => run::grade(args),
         Command::Test(args) => test::test(args),
         Command::Book(args) => book::book(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
