@@ -76,6 +76,7 @@ pub fn run(args: RunArgs) -> Result<bool, String> {
     );
     stages::build_release(&packages.into_iter().collect::<Vec<_>>())?;
     std::fs::create_dir_all(reports_dir()).map_err(|e| e.to_string())?;
+    let points = conformance::grading::Points::shipped()?;
     let mut reports = Vec::new();
     for profile in &profiles {
         let options = Options {
@@ -90,7 +91,7 @@ pub fn run(args: RunArgs) -> Result<bool, String> {
             &options,
             args.verbose,
         )?;
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        let json = conformance::formats::json(&report, &points);
         let path = reports_dir().join(format!("{}.json", profile.stage));
         std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         reports.push(report);
