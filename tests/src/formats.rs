@@ -197,8 +197,7 @@ fn json_check(r: &CheckResult, points: u32, max_points: u32) -> JsonCheck {
 
 /// The report as pretty-printed JSON, version 1.
 pub fn json(report: &Report, points: &Points) -> String {
-    serde_json::to_string_pretty(&json_report(report, points))
-        .expect("a report always serialises")
+    serde_json::to_string_pretty(&json_report(report, points)).expect("a report always serialises")
 }
 
 /// Read a JSON report back (batch grading and `status` do), refusing other

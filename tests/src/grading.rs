@@ -155,10 +155,9 @@ mod tests {
 
     #[test]
     fn stage_overrides_apply_to_variants_and_limitations_are_worth_nothing() {
-        let points: Points = toml::from_str(
-            "default = 1\n[points]\necho-line = 3\n[stage.ch07]\necho-line = 5\n",
-        )
-        .unwrap();
+        let points: Points =
+            toml::from_str("default = 1\n[points]\necho-line = 3\n[stage.ch07]\necho-line = 5\n")
+                .unwrap();
         points.validate().unwrap();
         assert_eq!(points.worth("ch01", "echo-line"), 3);
         assert_eq!(points.worth("ch07", "echo-line"), 5);
@@ -177,9 +176,6 @@ mod tests {
     fn percent_rounds_down() {
         assert_eq!(Score { points: 2, max: 3 }.percent(), 66);
         assert_eq!(Score { points: 0, max: 0 }.percent(), 100);
-        assert_eq!(
-            Score { points: 2, max: 3 }.to_string(),
-            "2/3 points (66 %)"
-        );
+        assert_eq!(Score { points: 2, max: 3 }.to_string(), "2/3 points (66 %)");
     }
 }

@@ -161,10 +161,13 @@ impl Server {
                 describe_status(status)
             ))
             .reproduce(command_line)
-            .hint(
+            .hint(if stderr.contains("panicked at") {
+                "it panicked: its stderr below says where (in a starter, a `todo!` names the \
+                 exercise to write)"
+            } else {
                 "print exactly `listening on HOST:PORT` to stdout and flush it once the socket \
-                 listens",
-            )
+                 listens"
+            })
             .with_stderr(&stderr)),
         }
     }
@@ -469,8 +472,27 @@ impl Server {
     }
 }
 
+thread_local! {
+    /// The last server on this thread that died on its own (not killed by
+    /// us), with its status and stderr: a check's failure may not say so.
+    static DIED: std::cell::RefCell<Option<(String, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Take the status and stderr of the last server this thread started that
+/// died on its own (a panic, a crash), if any.
+pub fn take_died() -> Option<(String, String)> {
+    DIED.with(|d| d.borrow_mut().take())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(status) = self.try_exit() {
+            if !status.success() && status.signal() != Some(libc::SIGKILL) {
+                let died = (describe_status(status), self.stderr_tail());
+                DIED.with(|d| *d.borrow_mut() = Some(died));
+            }
+        }
         self.kill();
         let pgid = self.child.id() as i32;
         LIVE_GROUPS

@@ -1,4 +1,4 @@
-//! `cargo xtask run`, `serve` and `grade`.
+//! `cargo xtask run` and `serve` (`grade` is in classroom/).
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -41,25 +41,6 @@ pub struct ServeArgs {
     /// Anything after `--` goes to the server as it is.
     #[arg(last = true)]
     extra: Vec<String>,
-}
-
-#[derive(Args)]
-pub struct GradeArgs {
-    /// The stage whose profile to grade against.
-    #[arg(long)]
-    stage: String,
-    /// The server's command line: {listen} becomes HOST:PORT ({host} and {port} also work).
-    #[arg(long)]
-    cmd: String,
-    /// Run only these checks (comma-separated ids).
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
-    /// Seed for the random inputs.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Show the full text of expected failures (XFAIL) too.
-    #[arg(long, short)]
-    verbose: bool,
 }
 
 /// Where `run` writes each stage's JSON report.
@@ -192,20 +173,4 @@ pub fn serve(args: ServeArgs) -> Result<bool, String> {
     cmd.args(&args.extra);
     let e = cmd.exec();
     Err(format!("cannot start {}: {e}", profile.binary))
-}
-
-pub fn grade(args: GradeArgs) -> Result<bool, String> {
-    let profile = profile::find(&profile::default_dir(), &args.stage)?;
-    let options = Options {
-        only: args.only,
-        seed: args.seed,
-        rerun_base: format!(
-            "cargo xtask grade --stage {} --cmd {}",
-            profile.stage,
-            shlex::try_quote(&args.cmd).map_err(|e| e.to_string())?
-        ),
-        ..Options::default()
-    };
-    let report = grade_one(&profile, &args.cmd, &options, args.verbose)?;
-    Ok(report.failed() == 0 && report.skipped() == 0)
 }
