@@ -297,7 +297,6 @@ fn build_and_grade(src: &Path, work: &Path, s: &Settings, row: &mut Row) -> Resu
         ));
     };
 
-    wait_for_ports().map_err(infra)?;
     let report_path = work.join("report.json");
     let exe = std::env::current_exe().map_err(|e| infra(format!("cannot find xtask: {e}")))?;
     let mut cmd = Command::new(exe);
@@ -411,50 +410,6 @@ fn suite_side_trouble(c: &formats::JsonCheck) -> bool {
     std::iter::once(&f.summary)
         .chain(&f.details)
         .any(|l| l.contains("(os error 99)") || l.contains("(os error 24)"))
-}
-
-/// Before a submission's run: wait while TIME_WAIT sockets hold more than
-/// half the ephemeral ports (checks with thousands of clients leave many).
-fn wait_for_ports() -> Result<(), String> {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| {
-            let v: Vec<u64> = t
-                .split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            (v.len() == 2 && v[1] > v[0]).then(|| v[1] - v[0] + 1)
-        })
-        .unwrap_or(28_232);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut told = false;
-    loop {
-        let tw = time_wait().unwrap_or(0);
-        if tw * 2 < range {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{tw} sockets in TIME_WAIT hold most of the {range} ephemeral ports: no client could connect"
-            ));
-        }
-        if !told {
-            eprintln!(
-                "  waiting for {tw} TIME_WAIT sockets to expire ({range} ephemeral ports) ..."
-            );
-            told = true;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// The `tw` figure of /proc/net/sockstat.
-fn time_wait() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/sockstat").ok()?;
-    let tcp = text.lines().find(|l| l.starts_with("TCP:"))?;
-    let words: Vec<&str> = tcp.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "tw")?;
-    words.get(at + 1)?.parse().ok()
 }
 
 /// Copy a submission, leaving out `target/`, `.git/` and anything that is
@@ -631,10 +586,5 @@ mod tests {
         assert_eq!(csv_cell("a, b"), "\"a, b\"");
         assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_cell("two\nlines"), "\"two\nlines\"");
-    }
-
-    #[test]
-    fn reads_time_wait_from_sockstat() {
-        assert!(time_wait().is_some(), "/proc/net/sockstat has a tw figure");
     }
 }
