@@ -267,7 +267,7 @@ fn build_and_grade(src: &Path, work: &Path, s: &Settings, row: &mut Row) -> Resu
     } else if copy.join("Cargo.toml").is_file() {
         let built = build::build(
             &copy,
-            Some(&work.join("target")),
+            &work.join("target"),
             None,
             &s.profile.binary,
             s.build_timeout,

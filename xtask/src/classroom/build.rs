@@ -49,11 +49,11 @@ pub fn cargo() -> PathBuf {
 const KEEP: usize = 32 * 1024;
 
 /// `cargo build --release` of the crate (or workspace) at `dir`, into
-/// `target_dir` (cargo's usual one when `None`). The binary is the only one built, or the one named `bin`,
+/// `target_dir`, never a shared one (see `grade`). The binary is the only one built, or the one named `bin`,
 /// or the one named like the stage's reference (`ch05-poll`).
 pub fn build(
     dir: &Path,
-    target_dir: Option<&Path>,
+    target_dir: &Path,
     bin: Option<&str>,
     stage_binary: &str,
     limit: Duration,
@@ -71,13 +71,11 @@ pub fn build(
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--manifest-path")
         .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
         .env("CARGO_TERM_COLOR", "never");
-    if let Some(target_dir) = target_dir {
-        cmd.arg("--target-dir")
-            .arg(target_dir)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET_DIR");
-    }
     let executables: Arc<Mutex<Vec<(String, PathBuf)>>> = Arc::default();
     let found = Arc::clone(&executables);
     let run = child::run(cmd, limit, KEEP, move |line| {

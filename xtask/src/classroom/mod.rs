@@ -103,9 +103,12 @@ pub fn grade(args: GradeArgs) -> Result<bool, String> {
     let (template, rerun_base) = match (&args.krate, &args.cmd) {
         (Some(dir), _) => {
             eprintln!("building {} in release ...", dir.display());
+            // Its own target folder, whatever CARGO_TARGET_DIR says: cargo
+            // takes two standalone crates with the same name for one and the
+            // same, and would hand one student's binary to the next.
             let binary = match build::build(
                 dir,
-                None,
+                &dir.join("target"),
                 args.bin.as_deref(),
                 &profile.binary,
                 Duration::from_secs(args.build_timeout),
