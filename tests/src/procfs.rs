@@ -32,14 +32,58 @@ fn clock_ticks_per_second() -> f64 {
     if hz > 0 { hz as f64 } else { 100.0 }
 }
 
-/// The share of one core the process used over `window` (1.0 = a whole core).
-pub fn cpu_share(pid: u32, window: Duration) -> Option<f64> {
-    let start_ticks = cpu_ticks(pid)?;
+/// Nanoseconds all the process's threads spent running or waiting to run
+/// (on a run queue), from /proc/PID/task/*/schedstat.
+fn runnable_ns(pid: u32) -> Option<u64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let mut fields = text
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        total += fields.next().unwrap_or(0) + fields.next().unwrap_or(0);
+        any = true;
+    }
+    any.then_some(total)
+}
+
+/// How busy a process is over a window, in two measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Busy {
+    /// CPU time used / wall time (1.0 = a whole core).
+    pub cpu: f64,
+    /// Time running or waiting to run / wall time: a process that never
+    /// sleeps scores about 1.0 per thread however loaded the machine is,
+    /// while its CPU share drops when other processes compete for the cores.
+    pub runnable: f64,
+}
+
+impl Busy {
+    /// The measure to judge by: runnable share where the kernel keeps
+    /// schedstat (load-proof), else CPU share.
+    pub fn judged(&self) -> f64 {
+        self.runnable.max(self.cpu)
+    }
+}
+
+/// CPU and runnable share of the process over `window`.
+pub fn busy(pid: u32, window: Duration) -> Option<Busy> {
+    let ticks0 = cpu_ticks(pid)?;
+    let run0 = runnable_ns(pid);
     let start = Instant::now();
     std::thread::sleep(window);
-    let ticks = cpu_ticks(pid)?.saturating_sub(start_ticks);
-    let seconds = ticks as f64 / clock_ticks_per_second();
-    Some(seconds / start.elapsed().as_secs_f64())
+    let ticks = cpu_ticks(pid)?.saturating_sub(ticks0);
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = ticks as f64 / clock_ticks_per_second() / wall;
+    let runnable = match (run0, runnable_ns(pid)) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e9 / wall,
+        _ => cpu,
+    };
+    Some(Busy { cpu, runnable })
 }
 
 /// A field in kB from /proc/PID/status, in bytes.
@@ -265,6 +309,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_spinning_thread_is_runnable_all_the_time_and_a_sleeping_one_is_not() {
+        let me = std::process::id();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spin = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let spinning = busy(me, Duration::from_millis(500)).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spin.join().unwrap();
+        // The measuring thread sleeps; the spinner is runnable throughout.
+        assert!(spinning.runnable > 0.8, "{spinning:?}");
+        let idle = busy(me, Duration::from_millis(300)).unwrap();
+        assert!(idle.judged() < 0.2, "{idle:?}");
+    }
+
+    #[test]
     fn reads_our_own_process() {
         let me = std::process::id();
         assert!(threads(me).unwrap() >= 1);
@@ -296,7 +361,10 @@ mod tests {
                 events: (libc::EPOLLIN | libc::EPOLLET) as u32,
                 u64: 7,
             };
-            assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, pipe[0], &mut ev), 0);
+            assert_eq!(
+                libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, pipe[0], &mut ev),
+                0
+            );
             let found = epoll_instances(std::process::id());
             let (_, entries) = found.iter().find(|(fd, _)| *fd == ep).unwrap();
             assert_eq!(entries.len(), 1);

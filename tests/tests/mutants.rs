@@ -38,7 +38,10 @@ fn poll_profile() -> Profile {
 /// Grade the mutant and return the ids of the checks that did not pass.
 fn failures(defect: Option<&str>) -> (Vec<&'static str>, String) {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let mut cmd = format!("{} --listen {{listen}}", env!("CARGO_BIN_EXE_netbook-mutant"));
+    let mut cmd = format!(
+        "{} --listen {{listen}}",
+        env!("CARGO_BIN_EXE_netbook-mutant")
+    );
     if let Some(d) = defect {
         cmd.push_str(&format!(" --defect {d}"));
     }
@@ -53,8 +56,13 @@ fn failures(defect: Option<&str>) -> (Vec<&'static str>, String) {
         rerun_base: format!("netbook-mutant --defect {}", defect.unwrap_or("none")),
         ..Options::default()
     };
-    let report = runner::run(&profile, &ServerCommand::new(cmd).unwrap(), &options, |_, _, _| {})
-        .expect("the run starts");
+    let report = runner::run(
+        &profile,
+        &ServerCommand::new(cmd).unwrap(),
+        &options,
+        |_, _, _| {},
+    )
+    .expect("the run starts");
     let failed = report
         .results
         .iter()
@@ -81,7 +89,10 @@ fn assert_caught(defect: &str, must: &[&str], may: &[&str]) {
 #[test]
 fn a_correct_server_passes_every_check() {
     let (failed, report) = failures(None);
-    assert!(failed.is_empty(), "the mutant without a defect failed {failed:?}\n{report}");
+    assert!(
+        failed.is_empty(),
+        "the mutant without a defect failed {failed:?}\n{report}"
+    );
 }
 
 #[test]

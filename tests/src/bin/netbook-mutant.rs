@@ -19,20 +19,47 @@ use socket2::{Domain, Socket, Type};
 
 /// The defects, each a classic mistake.
 const DEFECTS: &[(&str, &str)] = &[
-    ("drop-partial", "tiny send buffer, and the unsent rest of a partial send() is dropped"),
-    ("close-on-eof", "reads to EOF first, then closes at once, dropping what was read but not echoed"),
-    ("dies-on-reset", "exits when a connection reports ECONNRESET or EPIPE"),
+    (
+        "drop-partial",
+        "tiny send buffer, and the unsent rest of a partial send() is dropped",
+    ),
+    (
+        "close-on-eof",
+        "on EOF closes at once, dropping what was read but not yet echoed",
+    ),
+    (
+        "dies-on-reset",
+        "exits when a connection reports ECONNRESET or EPIPE",
+    ),
     ("one-at-a-time", "serves one connection at a time, blocking"),
     ("spin", "poll() with a zero timeout: never sleeps"),
-    ("unbounded", "keeps reading from a client that does not read: the queue grows without bound"),
+    (
+        "unbounded",
+        "keeps reading from a client that does not read: the queue grows without bound",
+    ),
     ("threaded", "a thread per connection, with blocking I/O"),
     ("no-reuseaddr", "does not set SO_REUSEADDR"),
-    ("panic-on-bad-args", "unwraps its arguments: a malformed one panics"),
+    (
+        "panic-on-bad-args",
+        "unwraps its arguments: a malformed one panics",
+    ),
     ("ignore-sigterm", "ignores SIGTERM"),
-    ("emfile-spin", "keeps polling the listener when accept() fails with EMFILE"),
-    ("starve", "serves only the first ready connection per wakeup"),
-    ("chatty-stdout", "prints a line to stdout for every connection"),
-    ("fd-set-overflow", "puts every descriptor in an fd_set, as a select server would, even past FD_SETSIZE"),
+    (
+        "emfile-spin",
+        "keeps polling the listener when accept() fails with EMFILE",
+    ),
+    (
+        "starve",
+        "serves only the first ready connection per wakeup",
+    ),
+    (
+        "chatty-stdout",
+        "prints a line to stdout for every connection",
+    ),
+    (
+        "fd-set-overflow",
+        "puts every descriptor in an fd_set, as a select server would, even past FD_SETSIZE",
+    ),
 ];
 
 /// How many bytes a connection may have queued before we stop reading it.
@@ -68,7 +95,11 @@ fn main() {
     if let Some(unknown) = words
         .iter()
         .enumerate()
-        .find(|(i, w)| w.starts_with("--") && !["--listen", "--defect"].contains(&w.as_str()) && (*i == 0 || !["--listen", "--defect"].contains(&words[i - 1].as_str())))
+        .find(|(i, w)| {
+            w.starts_with("--")
+                && !["--listen", "--defect"].contains(&w.as_str())
+                && (*i == 0 || !["--listen", "--defect"].contains(&words[i - 1].as_str()))
+        })
         .map(|(_, w)| w)
     {
         if !has("panic-on-bad-args") {
@@ -84,9 +115,14 @@ fn main() {
             .set_reuse_address(true)
             .unwrap_or_else(|e| fail(&format!("SO_REUSEADDR: {e}")));
     }
-    if let Err(e) = listener.bind(&listen.into()).and_then(|_| listener.listen(1024)) {
+    if let Err(e) = listener
+        .bind(&listen.into())
+        .and_then(|_| listener.listen(1024))
+    {
         if e.raw_os_error() == Some(libc::EADDRINUSE) {
-            fail(&format!("cannot listen on {listen}: address already in use"));
+            fail(&format!(
+                "cannot listen on {listen}: address already in use"
+            ));
         }
         fail(&format!("cannot listen on {listen}: {e}"));
     }
@@ -122,7 +158,11 @@ fn serve_poll(listener: Socket, defect: &str) {
         let mut fds = Vec::with_capacity(conns.len() + 1);
         fds.push(libc::pollfd {
             fd: listener.as_raw_fd(),
-            events: if listener_paused_until.is_none() { libc::POLLIN } else { 0 },
+            events: if listener_paused_until.is_none() {
+                libc::POLLIN
+            } else {
+                0
+            },
             revents: 0,
         });
         for c in &conns {
@@ -133,7 +173,11 @@ fn serve_poll(listener: Socket, defect: &str) {
             if !c.queue.is_empty() {
                 events |= libc::POLLOUT;
             }
-            fds.push(libc::pollfd { fd: c.socket.as_raw_fd(), events, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: c.socket.as_raw_fd(),
+                events,
+                revents: 0,
+            });
         }
         if has("fd-set-overflow") {
             // SAFETY: an all-zero fd_set is a valid empty set.
@@ -155,6 +199,8 @@ fn serve_poll(listener: Socket, defect: &str) {
         if n < 0 {
             continue; // EINTR: look at the stop flag.
         }
+        // Connections accepted now join after this turn: fds[] describes the old ones.
+        let mut fresh = Vec::new();
         if fds[0].revents & libc::POLLIN != 0 {
             loop {
                 match listener.accept() {
@@ -166,12 +212,17 @@ fn serve_poll(listener: Socket, defect: &str) {
                         if has("drop-partial") {
                             let _ = socket.set_send_buffer_size(4096);
                         }
-                        conns.push(Conn { socket, queue: VecDeque::new(), peer_closed: false });
+                        fresh.push(Conn {
+                            socket,
+                            queue: VecDeque::new(),
+                            peer_closed: false,
+                        });
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                         if !has("emfile-spin") {
-                            listener_paused_until = Some(Instant::now() + Duration::from_millis(100));
+                            listener_paused_until =
+                                Some(Instant::now() + Duration::from_millis(100));
                         }
                         break;
                     }
@@ -188,7 +239,9 @@ fn serve_poll(listener: Socket, defect: &str) {
             }
             served = true;
             if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 && !c.peer_closed {
-                let reads = if has("close-on-eof") { usize::MAX } else { 1 };
+                // close-on-eof reads twice per event, so that data and a FIN
+                // arriving together are both seen before anything is echoed.
+                let reads = if has("close-on-eof") { 2 } else { 1 };
                 for _ in 0..reads {
                     match (&c.socket).read(&mut buf) {
                         Ok(0) => {
@@ -237,11 +290,13 @@ fn serve_poll(listener: Socket, defect: &str) {
             i += 1;
             keep
         });
+        conns.append(&mut fresh);
     }
 }
 
 fn on_conn_error(e: &io::Error, defect: &str) {
-    if defect == "dies-on-reset" && matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)) {
+    if defect == "dies-on-reset" && matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE))
+    {
         eprintln!("netbook-mutant: connection error {e}: giving up");
         std::process::exit(1);
     }
@@ -302,7 +357,14 @@ fn install_signals(ignore_sigterm: bool) {
     }
     for (signal, handler) in [
         (libc::SIGINT, on_stop as *const () as libc::sighandler_t),
-        (libc::SIGTERM, if ignore_sigterm { libc::SIG_IGN } else { on_stop as *const () as libc::sighandler_t }),
+        (
+            libc::SIGTERM,
+            if ignore_sigterm {
+                libc::SIG_IGN
+            } else {
+                on_stop as *const () as libc::sighandler_t
+            },
+        ),
         (libc::SIGPIPE, libc::SIG_IGN),
     ] {
         // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic.
@@ -315,7 +377,10 @@ fn install_signals(ignore_sigterm: bool) {
 }
 
 fn word_after(words: &[String], flag: &str) -> Option<String> {
-    words.iter().position(|w| w == flag).and_then(|i| words.get(i + 1).cloned())
+    words
+        .iter()
+        .position(|w| w == flag)
+        .and_then(|i| words.get(i + 1).cloned())
 }
 
 fn fail(message: &str) -> ! {

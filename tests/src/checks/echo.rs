@@ -383,22 +383,22 @@ pub fn idle_cpu(ctx: &mut Ctx) -> Result<String, Failure> {
     thread::sleep(Duration::from_millis(300));
     let pid = server.pid()?;
     let window = Duration::from_secs(3);
-    let share = procfs::cpu_share(pid, window)
+    let busy = procfs::busy(pid, window)
         .ok_or_else(|| Failure::new("cannot read the server's CPU time"))?;
-    if share > 0.05 {
+    let figures = format!(
+        "{:.1} % of a core; runnable {:.1} % of the time",
+        busy.cpu * 100.0,
+        busy.runnable * 100.0
+    );
+    if busy.judged() > 0.05 {
         return Err(Failure::new(format!(
-            "with 10 idle clients the server used {:.0} % of a core over {} s (limit 5 %)",
-            share * 100.0,
+            "with 10 idle clients over {} s the server never slept: {figures} (limit 5 %)",
             window.as_secs()
         ))
         .reproduce(format!("{} &  then: top -p $!", server.command_line))
         .hint("a loop that polls without waiting burns a core: block in accept/read, select, poll or epoll_wait instead"));
     }
-    Ok(format!(
-        "{:.1} % of a core over {} s",
-        share * 100.0,
-        window.as_secs()
-    ))
+    Ok(format!("{figures} over {} s", window.as_secs()))
 }
 
 /// A client writes 256 MiB and never reads: the server must stop reading
@@ -598,16 +598,17 @@ pub fn fd_exhaustion(ctx: &mut Ctx) -> Result<String, Failure> {
     server.require_alive(&format!(
         "at its descriptor limit ({LIMIT}) with {CLIENTS} clients"
     ))?;
-    let share = procfs::cpu_share(pid, Duration::from_secs(2))
+    let busy = procfs::busy(pid, Duration::from_secs(2))
         .ok_or_else(|| Failure::new("cannot read the server's CPU time"))?;
     let repro = format!(
         "prlimit --nofile={LIMIT} -- {}   then open {CLIENTS} connections",
         server.command_line
     );
-    if share > 0.5 {
+    if busy.judged() > 0.5 {
         return Err(Failure::new(format!(
-            "at its descriptor limit the server used {:.0} % of a core (limit 50 %): it spins",
-            share * 100.0
+            "at its descriptor limit the server never sleeps: {:.0} % of a core, runnable {:.0} % of the time (limit 50 %)",
+            busy.cpu * 100.0,
+            busy.runnable * 100.0
         ))
         .reproduce(repro)
         .hint("accept() fails with EMFILE but the connection stays queued, so a level-triggered loop wakes at once, forever: stop watching the listener for a while, or use a reserve descriptor to accept and close"));
@@ -625,8 +626,9 @@ pub fn fd_exhaustion(ctx: &mut Ctx) -> Result<String, Failure> {
             .hint("once descriptors are free again, accept must resume")
         })?;
     Ok(format!(
-        "{:.1} % of a core at the limit; served again in {:.0} ms",
-        share * 100.0,
+        "{:.1} % of a core (runnable {:.1} %) at the limit; served again in {:.0} ms",
+        busy.cpu * 100.0,
+        busy.runnable * 100.0,
         rtt.as_secs_f64() * 1000.0
     ))
 }

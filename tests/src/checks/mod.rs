@@ -171,7 +171,7 @@ pub fn all() -> Vec<Check> {
         },
         Check {
             id: "idle-cpu",
-            title: "10 idle clients cost under 5 % of a core",
+            title: "10 idle clients: it sleeps (busy < 5 % of the time)",
             group: "load",
             protocols: ANY,
             fds: 64,
@@ -195,7 +195,7 @@ pub fn all() -> Vec<Check> {
         },
         Check {
             id: "fd-exhaustion",
-            title: "RLIMIT_NOFILE 48, 80 clients: no spin, recovers",
+            title: "RLIMIT_NOFILE 48, 80 clients: no spin (< 50 %), recovers",
             group: "load",
             protocols: ANY,
             fds: 256,
