@@ -5,7 +5,7 @@
 //! - `cargo xtask grade ch05 --crate DIR | --cmd '...' | --batch DIR --csv FILE` (batch.rs).
 //! - `cargo xtask status`: which of the student's own stages pass (status.rs).
 //!
-//! docs/classroom.md is the teacher's and the student's guide.
+//! CLASSROOM.md is the guide for teachers, students and chapter authors.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
