@@ -105,10 +105,26 @@ fn line(profile: &Profile, row: &Row) -> String {
     };
     let said = match row.status {
         Status::Graded if row.message.starts_with("every") => "done".to_string(),
-        Status::Graded => row.message.clone(),
+        Status::Graded => shorten(&row.message, 4),
         other => format!("{}: {}", other.label(), row.message),
     };
     format!("{}  {bar}  {score}  {said}", profile.stage)
+}
+
+/// `failed: a, b, c, d, e, f` as `failed: a, b, c, d (+2 more)`.
+fn shorten(message: &str, keep: usize) -> String {
+    let Some(list) = message.strip_prefix("failed: ") else {
+        return message.to_string();
+    };
+    let ids: Vec<&str> = list.split(", ").collect();
+    if ids.len() <= keep {
+        return message.to_string();
+    }
+    format!(
+        "failed: {} (+{} more)",
+        ids[..keep].join(", "),
+        ids.len() - keep
+    )
 }
 
 /// Subfolders of `dir` with the stage each belongs to.
@@ -231,5 +247,23 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_of_failures_are_shortened() {
+        assert_eq!(shorten("failed: a, b", 4), "failed: a, b");
+        assert_eq!(
+            shorten("failed: a, b, c, d, e, f", 4),
+            "failed: a, b, c, d (+2 more)"
+        );
+        assert_eq!(
+            shorten("every graded check passes", 4),
+            "every graded check passes"
+        );
     }
 }
