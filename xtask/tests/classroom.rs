@@ -194,6 +194,14 @@ fn every_stage_has_a_starter_that_builds_and_fails_where_the_reference_passes() 
 }
 
 #[test]
+fn the_documented_example_matches_the_schema() {
+    let doc = std::fs::read_to_string(root().join("tests/schema/README.md")).unwrap();
+    let start = doc.find("```json\n").expect("an example") + 8;
+    let end = start + doc[start..].find("\n```").unwrap();
+    valid_report(&doc[start..end]);
+}
+
+#[test]
 fn exercise_never_writes_over_a_students_work() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
