@@ -129,6 +129,16 @@ impl std::fmt::Display for Score {
     }
 }
 
+/// The checks a run of `profile` grades, in the suite's order: those of its
+/// protocol, narrowed to the profile's `checks` when it names some.
+pub fn graded_checks(profile: &crate::profile::Profile) -> Vec<crate::checks::Check> {
+    let mut checks = crate::runner::checks_for(profile.protocol);
+    if let Some(only) = &profile.checks {
+        checks.retain(|c| only.iter().any(|id| id == c.id));
+    }
+    checks
+}
+
 /// Did a student's server do everything its stage asks? Unlike
 /// [`Report::failed`], an XPASS (better than the stage) is fine here; a
 /// SKIP is not (the machine could not tell).
@@ -147,9 +157,13 @@ mod tests {
     fn the_shipped_points_load_and_name_real_checks() {
         let points = Points::shipped().unwrap();
         assert!(points.worth("ch01", "echo-line") > 0);
-        // The contract checks every stage runs are listed, not defaulted.
-        for id in ["ready-line", "bad-args", "sigterm", "echo-line"] {
-            assert!(points.points.contains_key(id), "no points for {id}");
+        // Every check has its points written down, not defaulted.
+        for check in crate::checks::all() {
+            assert!(
+                points.points.contains_key(check.id),
+                "tests/profiles/points.toml: no points for {}",
+                check.id
+            );
         }
     }
 

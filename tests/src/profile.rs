@@ -46,6 +46,10 @@ pub struct Profile {
     pub protocol: Protocol,
     pub chapter: String,
     pub mechanism: Mechanism,
+    /// Grade only these checks. A pitfall variant names the checks that
+    /// show its pitfall every time; the stage it varies runs all of them.
+    #[serde(default)]
+    pub checks: Option<Vec<String>>,
     #[serde(default)]
     pub expect: BTreeMap<String, Expectation>,
 }
@@ -77,6 +81,18 @@ impl Profile {
             if exp.outcome != "xfail" {
                 return Err(format!(
                     "[expect.{id}]: outcome must be \"xfail\" (everything else is expected to pass)"
+                ));
+            }
+        }
+        for id in self.checks.iter().flatten() {
+            if !known.iter().any(|c| c.id == id) {
+                return Err(format!("checks: there is no check {id:?}"));
+            }
+        }
+        if let Some(checks) = &self.checks {
+            if let Some(id) = self.expect.keys().find(|id| !checks.contains(id)) {
+                return Err(format!(
+                    "[expect.{id}] names a check that `checks` leaves out"
                 ));
             }
         }

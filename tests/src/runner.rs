@@ -94,6 +94,9 @@ pub fn run(
 ) -> Result<Report, String> {
     let seed = options.seed.unwrap_or_else(fresh_seed);
     let mut selected = checks_for(profile.protocol);
+    if let Some(checks) = &profile.checks {
+        selected.retain(|c| checks.iter().any(|id| id == c.id));
+    }
     if !options.only.is_empty() {
         for id in &options.only {
             if !selected.iter().any(|c| c.id == id) {

@@ -49,10 +49,6 @@ const DEFECTS: &[(&str, &str)] = &[
         "keeps polling the listener when accept() fails with EMFILE",
     ),
     (
-        "starve",
-        "serves only the first ready connection per wakeup",
-    ),
-    (
         "chatty-stdout",
         "prints a line to stdout for every connection",
     ),
@@ -231,13 +227,11 @@ fn serve_poll(listener: Socket, defect: &str) {
             }
         }
         let mut closed = vec![false; conns.len()];
-        let mut served = false;
         for (i, c) in conns.iter_mut().enumerate() {
             let revents = fds[i + 1].revents;
-            if revents == 0 || (has("starve") && served) {
+            if revents == 0 {
                 continue;
             }
-            served = true;
             if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 && !c.peer_closed {
                 // close-on-eof reads twice per event, so that data and a FIN
                 // arriving together are both seen before anything is echoed.

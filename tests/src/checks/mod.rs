@@ -287,7 +287,10 @@ impl<'a> Ctx<'a> {
         format!(
             "{} &  then  printf '{}' | nc {host} {port}",
             server.command_line,
-            input.replace('\n', "\\n").replace('\'', "'\\''")
+            input
+                .replace('\r', "\\r")
+                .replace('\n', "\\n")
+                .replace('\'', "'\\''")
         )
     }
 

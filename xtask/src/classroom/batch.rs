@@ -178,7 +178,7 @@ pub fn grade_batch(
 
 /// The check ids a batch runs, in the suite's order.
 fn check_columns(s: &Settings) -> Vec<&'static str> {
-    runner::checks_for(s.profile.protocol)
+    conformance::grading::graded_checks(&s.profile)
         .into_iter()
         .map(|c| c.id)
         .filter(|id| s.only.is_empty() || s.only.iter().any(|o| o == id))

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use conformance::grading::Points;
 use conformance::profile::{self, Profile};
-use conformance::runner;
 
 use super::regions::{self, Region};
 use crate::stages;
@@ -434,7 +433,7 @@ fn readme(
     );
     let _ = writeln!(s, "| check | points | what it checks |\n|---|---|---|");
     let mut total = 0;
-    for check in runner::checks_for(profile.protocol) {
+    for check in conformance::grading::graded_checks(profile) {
         let worth = points.worth(stage, check.id);
         let cell = match profile.expected_failure(check.id) {
             Some(e) => format!("— (expected to fail: fixed by {})", e.fixed_by),
