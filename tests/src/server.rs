@@ -487,13 +487,22 @@ pub fn take_died() -> Option<(String, String)> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(status) = self.try_exit() {
-            if !status.success() && status.signal() != Some(libc::SIGKILL) {
-                let died = (describe_status(status), self.stderr_tail());
-                DIED.with(|d| *d.borrow_mut() = Some(died));
-            }
+        // A panic prints first and closes the sockets while it unwinds, so a
+        // client may see EOF before the process has exited: let it finish.
+        let crashed = |tail: &str| {
+            tail.contains("panicked at") || tail.contains("Traceback (most recent call last)")
+        };
+        let mut status = self.try_exit();
+        if status.is_none() && crashed(&self.stderr_tail()) {
+            status = self.wait_exit(Duration::from_millis(500));
         }
+        let died = status.filter(|s| !s.success() && s.signal() != Some(libc::SIGKILL));
         self.kill();
+        let stderr = self.stderr_tail();
+        if died.is_some() || crashed(&stderr) {
+            let how = died.map_or_else(|| "it crashed".to_string(), describe_status);
+            DIED.with(|d| *d.borrow_mut() = Some((how, stderr)));
+        }
         let pgid = self.child.id() as i32;
         LIVE_GROUPS
             .lock()
