@@ -98,6 +98,11 @@ pub fn grade(args: GradeArgs) -> Result<bool, String> {
     let profile = profile::find(&profile::default_dir(), &stage)?;
     let points = Points::shipped()?;
     if let Some(dir) = &args.batch {
+        if args.format != Format::Text {
+            return Err("--format is for one submission; a batch writes report.json (format \
+                        json) for each submission, and --csv for all"
+                .into());
+        }
         return batch::grade_batch(&args, &profile, &points, dir);
     }
     let (template, rerun_base) = match (&args.krate, &args.cmd) {
