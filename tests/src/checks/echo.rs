@@ -527,54 +527,97 @@ pub fn fairness(ctx: &mut Ctx) -> Result<String, Failure> {
     };
     // Let the greedy client get going.
     thread::sleep(Duration::from_millis(300));
-    let result = (|| -> Result<Vec<Duration>, Failure> {
+    // Up to two windows of polite round trips. A server that starves the
+    // polite client does so in every window; a machine that stalls us for a
+    // moment (another process taking both cores) rarely spoils two, so one
+    // window under the bound is a pass. Round trips are paced at 5 ms, so a
+    // window holds a few hundred and p99 is not just the single worst one.
+    let result = (|| -> Result<Result<Window, Vec<Window>>, Failure> {
         let mut polite = net::connect(server.addr, Duration::from_secs(2))?;
-        let mut samples = Vec::new();
-        let end = Instant::now() + Duration::from_secs(3);
+        let mut spoiled = Vec::new();
         let mut i = 0;
-        while Instant::now() < end {
-            let msg = format!("polite {i:04}\n");
-            let rtt = net::echo_round_trip(&mut polite, msg.as_bytes(), Duration::from_secs(2))?;
-            samples.push(rtt);
-            i += 1;
-            thread::sleep(Duration::from_millis(10));
+        for _ in 0..2 {
+            let mut samples = Vec::new();
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end {
+                let msg = format!("polite {i:05}\n");
+                samples.push(net::echo_round_trip(
+                    &mut polite,
+                    msg.as_bytes(),
+                    Duration::from_secs(2),
+                )?);
+                i += 1;
+                thread::sleep(Duration::from_millis(5));
+            }
+            let window = Window::of(samples);
+            if window.p99 <= FAIRNESS_P99 {
+                return Ok(Ok(window));
+            }
+            spoiled.push(window);
         }
-        Ok(samples)
+        Ok(Err(spoiled))
     })();
     stop.store(true, Ordering::Relaxed);
     let _ = greedy.shutdown(std::net::Shutdown::Both);
     let _ = writer.join();
     let _ = reader.join();
     server.require_alive("while a greedy client streamed")?;
-    let mut samples = result.map_err(|f| {
-        Failure::new(format!("while a greedy client streamed, a polite client's round trip failed: {}", f.summary))
-            .reproduce(ctx.rerun())
-            .hint("serve each ready connection a bounded amount per turn (a budget), so one client cannot hold the loop")
-    })?;
-    samples.sort();
-    let pct =
-        |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1];
-    let (p50, p99) = (pct(0.50), pct(0.99));
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let greedy_mib = moved.load(Ordering::Relaxed) as f64 / MIB as f64;
-    if p99 > Duration::from_millis(200) {
-        return Err(Failure::new(format!(
-            "polite round trips: p50 {:.1} ms, p99 {:.1} ms (limit 200 ms) over {} trips, while the greedy client moved {:.0} MiB",
-            ms(p50),
-            ms(p99),
-            samples.len(),
-            greedy_mib
+    let hint = "serve each ready connection a bounded amount per turn (a budget), so one client cannot hold the loop";
+    let windows = result.map_err(|f| {
+        Failure::new(format!(
+            "while a greedy client streamed, a polite client's round trip failed: {}",
+            f.summary
         ))
         .reproduce(ctx.rerun())
-        .hint("serve each ready connection a bounded amount per turn (a budget), so one client cannot hold the loop"));
+        .hint(hint)
+    })?;
+    let greedy_mib = moved.load(Ordering::Relaxed) as f64 / MIB as f64;
+    match windows {
+        Ok(window) => Ok(format!("{window}; greedy moved {greedy_mib:.0} MiB")),
+        Err(spoiled) => Err(Failure::new(format!(
+            "polite round trips over the {FAIRNESS_P99:?} p99 bound in both windows: {}; the greedy client moved {greedy_mib:.0} MiB",
+            spoiled.iter().map(Window::to_string).collect::<Vec<_>>().join("; then ")
+        ))
+        .reproduce(ctx.rerun())
+        .hint(hint)),
     }
-    Ok(format!(
-        "p50 {:.2} ms, p99 {:.2} ms over {} trips; greedy moved {:.0} MiB",
-        ms(p50),
-        ms(p99),
-        samples.len(),
-        greedy_mib
-    ))
+}
+
+/// The p99 bound on a polite client's round trip beside a greedy one.
+const FAIRNESS_P99: Duration = Duration::from_millis(200);
+
+/// Round-trip times of one measuring window.
+struct Window {
+    trips: usize,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Window {
+    fn of(mut samples: Vec<Duration>) -> Window {
+        samples.sort();
+        let pct = |p: f64| {
+            samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1]
+        };
+        Window {
+            trips: samples.len(),
+            p50: pct(0.50),
+            p99: pct(0.99),
+        }
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "p50 {:.2} ms, p99 {:.2} ms over {} trips",
+            ms(self.p50),
+            ms(self.p99),
+            self.trips
+        )
+    }
 }
 
 /// RLIMIT_NOFILE 48 and 80 clients: the server must not spin at the limit,
