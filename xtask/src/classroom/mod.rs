@@ -99,9 +99,11 @@ pub fn grade(args: GradeArgs) -> Result<bool, String> {
     let points = Points::shipped()?;
     if let Some(dir) = &args.batch {
         if args.format != Format::Text {
-            return Err("--format is for one submission; a batch writes report.json (format \
+            return Err(
+                "--format is for one submission; a batch writes report.json (format \
                         json) for each submission, and --csv for all"
-                .into());
+                    .into(),
+            );
         }
         return batch::grade_batch(&args, &profile, &points, dir);
     }
