@@ -355,6 +355,9 @@ pub fn tap(report: &Report, points: &Points) -> String {
             if let Some(hint) = &f.hint {
                 field("hint", hint);
             }
+            if let Some(stderr) = &f.server_stderr {
+                field("server_stderr", stderr);
+            }
         }
         out.push_str(&format!(
             "  points: {}\n  max_points: {}\n  duration_ms: {}\n  ...\n",
