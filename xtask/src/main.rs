@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod book;
 mod classroom;
 mod run;
 mod stages;
@@ -42,6 +43,8 @@ enum Command {
     Status(classroom::StatusArgs),
     /// Everything CI runs: fmt, clippy, tests, the suite against every stage.
     Test(test::TestArgs),
+    /// Build the book (--serve: for authors; --check: everything CI checks).
+    Book(book::BookArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Exercise(args) => classroom::exercise(args),
         Command::Status(args) => classroom::status(args),
         Command::Test(args) => test::test(args),
+        Command::Book(args) => book::book(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -161,7 +161,7 @@ pub fn serve(args: ServeArgs) -> Result<bool, String> {
     eprintln!("{}: {}", profile.stage, profile.title);
     eprintln!("talk to it from another terminal:");
     eprintln!(
-        "  nc {host} {port}                      (type lines; Ctrl-D half-closes; apt-get install netcat-openbsd)"
+        "  nc -N {host} {port}                   (type lines; Ctrl-D half-closes; apt-get install netcat-openbsd)"
     );
     eprintln!("  printf 'hello\\n' | nc -N {host} {port}");
     eprintln!("stop it with Ctrl-C.");

@@ -48,6 +48,10 @@ pub fn test(args: TestArgs) -> Result<bool, String> {
         name: "the suite against every stage",
         args: vec!["xtask", "run", "all"],
     });
+    steps.push(Step {
+        name: "the book (includes, links, browser)",
+        args: vec!["xtask", "book", "--check"],
+    });
 
     let mut results = Vec::new();
     for step in &steps {

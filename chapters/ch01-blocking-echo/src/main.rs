@@ -81,6 +81,11 @@ fn echo_until_eof(conn: &Socket) -> io::Result<()> {
     let mut buf = [0u8; 16 * 1024];
     // ANCHOR: exercise-read-until-eof Loop: read() into buf; 0 bytes is EOF (return Ok); EINTR: go round again unless plumbing::stop_requested(); any other error: return it; otherwise write_all() the bytes you read.
     loop {
+        // A signal that arrived while we were writing set the flag but
+        // interrupted nothing: look before blocking in read() again.
+        if plumbing::stop_requested() {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
         let n = match (&*conn).read(&mut buf) {
             Ok(0) => return Ok(()), // EOF: the client shut down its side.
             Ok(n) => n,
