@@ -8,12 +8,15 @@
 //! - [`profile`]: what each stage is expected to pass (tests/profiles/*.toml).
 //! - [`runner`]: runs a profile's checks against a command, giving a [`report::Report`].
 //! - [`server`], [`net`], [`procfs`]: the server process, clients, and /proc.
+//! - [`grading`], [`formats`]: points per check, and reports as JSON, JUnit XML, TAP.
 
 // A Failure carries a whole report (sent, received, reproduce, hint); it is
 // built once per failing check, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
 pub mod checks;
+pub mod formats;
+pub mod grading;
 pub mod net;
 pub mod procfs;
 pub mod profile;

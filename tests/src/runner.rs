@@ -192,6 +192,14 @@ fn run_with_deadline(
                     Err(Failure::new(
                         "the check itself panicked (a bug in the suite)",
                     ))
+                })
+                .map_err(|f| match server::take_died() {
+                    // The server crashed (a panic, say) and the check only saw
+                    // the connection go: say so, with what it printed.
+                    Some((status, stderr)) if f.server_stderr.is_none() => f
+                        .detail(format!("the server died during the check ({status})"))
+                        .with_stderr(&stderr),
+                    _ => f,
                 });
             let _ = tx.send(result);
         })

@@ -161,10 +161,13 @@ impl Server {
                 describe_status(status)
             ))
             .reproduce(command_line)
-            .hint(
+            .hint(if stderr.contains("panicked at") {
+                "it panicked: its stderr below says where (in a starter, a `todo!` names the \
+                 exercise to write)"
+            } else {
                 "print exactly `listening on HOST:PORT` to stdout and flush it once the socket \
-                 listens",
-            )
+                 listens"
+            })
             .with_stderr(&stderr)),
         }
     }
@@ -469,9 +472,37 @@ impl Server {
     }
 }
 
+thread_local! {
+    /// The last server on this thread that died on its own (not killed by
+    /// us), with its status and stderr: a check's failure may not say so.
+    static DIED: std::cell::RefCell<Option<(String, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Take the status and stderr of the last server this thread started that
+/// died on its own (a panic, a crash), if any.
+pub fn take_died() -> Option<(String, String)> {
+    DIED.with(|d| d.borrow_mut().take())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        // A panic prints first and closes the sockets while it unwinds, so a
+        // client may see EOF before the process has exited: let it finish.
+        let crashed = |tail: &str| {
+            tail.contains("panicked at") || tail.contains("Traceback (most recent call last)")
+        };
+        let mut status = self.try_exit();
+        if status.is_none() && crashed(&self.stderr_tail()) {
+            status = self.wait_exit(Duration::from_millis(500));
+        }
+        let died = status.filter(|s| !s.success() && s.signal() != Some(libc::SIGKILL));
         self.kill();
+        let stderr = self.stderr_tail();
+        if died.is_some() || crashed(&stderr) {
+            let how = died.map_or_else(|| "it crashed".to_string(), describe_status);
+            DIED.with(|d| *d.borrow_mut() = Some((how, stderr)));
+        }
         let pgid = self.child.id() as i32;
         LIVE_GROUPS
             .lock()

@@ -2,7 +2,10 @@
 //!
 //! - `run [STAGE|all]`: build stages in release and grade them against their profiles.
 //! - `serve STAGE`: run one stage in the foreground, and say how to talk to it.
-//! - `grade --stage STAGE --cmd '...'`: grade any server command (any language).
+//! - `grade STAGE --crate DIR | --cmd '...' | --batch DIR --csv FILE`: grade a
+//!   student's crate, any server command (any language), or a folder of submissions.
+//! - `exercise STAGE --out DIR`: a starter crate made from the stage's code.
+//! - `status`: which of a student's own stages (exercises/) pass.
 //! - `test`: everything CI runs: fmt, clippy, unit and integration tests, the
 //!   suite against every stage.
 //! - `bench [--quick]`: benchmarks, written as tables and plots into the book.
@@ -13,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod book;
+mod classroom;
 mod run;
 mod stages;
 mod test;
@@ -33,8 +37,12 @@ enum Command {
     Run(run::RunArgs),
     /// Run one stage's server in the foreground.
     Serve(run::ServeArgs),
-    /// Grade any server command against a stage's profile.
-    Grade(run::GradeArgs),
+    /// Grade a student's crate, any server command, or a folder of submissions.
+    Grade(Box<classroom::GradeArgs>),
+    /// Write a starter crate for a stage: its code with the exercises cut out.
+    Exercise(classroom::ExerciseArgs),
+    /// A student's progress: which of their own stages pass.
+    Status(classroom::StatusArgs),
     /// Everything CI runs: fmt, clippy, tests, the suite against every stage.
     Test(test::TestArgs),
     /// Build the book (--serve: for authors; --check: everything CI checks).
@@ -48,7 +56,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => run::serve(args),
-        Command::Grade(args) => run::grade(args),
+        Command::Grade(args) => classroom::grade(*args),
+        Command::Exercise(args) => classroom::exercise(args),
+        Command::Status(args) => classroom::status(args),
         Command::Test(args) => test::test(args),
         Command::Book(args) => book::book(args),
         Command::Bench(args) => bench::bench(args),

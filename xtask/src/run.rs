@@ -1,4 +1,4 @@
-//! `cargo xtask run`, `serve` and `grade`.
+//! `cargo xtask run` and `serve` (`grade` is in classroom/).
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -43,25 +43,6 @@ pub struct ServeArgs {
     extra: Vec<String>,
 }
 
-#[derive(Args)]
-pub struct GradeArgs {
-    /// The stage whose profile to grade against.
-    #[arg(long)]
-    stage: String,
-    /// The server's command line: {listen} becomes HOST:PORT ({host} and {port} also work).
-    #[arg(long)]
-    cmd: String,
-    /// Run only these checks (comma-separated ids).
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
-    /// Seed for the random inputs.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Show the full text of expected failures (XFAIL) too.
-    #[arg(long, short)]
-    verbose: bool,
-}
-
 /// Where `run` writes each stage's JSON report.
 fn reports_dir() -> std::path::PathBuf {
     stages::target_dir().join("netbook").join("reports")
@@ -76,6 +57,7 @@ pub fn run(args: RunArgs) -> Result<bool, String> {
     );
     stages::build_release(&packages.into_iter().collect::<Vec<_>>())?;
     std::fs::create_dir_all(reports_dir()).map_err(|e| e.to_string())?;
+    let points = conformance::grading::Points::shipped()?;
     let mut reports = Vec::new();
     for profile in &profiles {
         let options = Options {
@@ -90,7 +72,7 @@ pub fn run(args: RunArgs) -> Result<bool, String> {
             &options,
             args.verbose,
         )?;
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        let json = conformance::formats::json(&report, &points);
         let path = reports_dir().join(format!("{}.json", profile.stage));
         std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         reports.push(report);
@@ -191,20 +173,4 @@ pub fn serve(args: ServeArgs) -> Result<bool, String> {
     cmd.args(&args.extra);
     let e = cmd.exec();
     Err(format!("cannot start {}: {e}", profile.binary))
-}
-
-pub fn grade(args: GradeArgs) -> Result<bool, String> {
-    let profile = profile::find(&profile::default_dir(), &args.stage)?;
-    let options = Options {
-        only: args.only,
-        seed: args.seed,
-        rerun_base: format!(
-            "cargo xtask grade --stage {} --cmd {}",
-            profile.stage,
-            shlex::try_quote(&args.cmd).map_err(|e| e.to_string())?
-        ),
-        ..Options::default()
-    };
-    let report = grade_one(&profile, &args.cmd, &options, args.verbose)?;
-    Ok(report.failed() == 0 && report.skipped() == 0)
 }

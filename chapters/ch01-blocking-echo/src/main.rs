@@ -63,6 +63,7 @@ fn main() {
 // ANCHOR: open_listener
 /// socket(), setsockopt(SO_REUSEADDR), bind(), listen().
 fn open_listener(addr: SocketAddr) -> io::Result<Socket> {
+    // ANCHOR: exercise-open-listener Create a TCP socket for addr's family, turn on SO_REUSEADDR, bind it to addr, listen with BACKLOG, and return it.
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // Without SO_REUSEADDR a restarted server cannot bind while connections
     // of its previous life sit in TIME_WAIT on this port (up to a minute).
@@ -70,6 +71,7 @@ fn open_listener(addr: SocketAddr) -> io::Result<Socket> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket)
+    // ANCHOR_END: exercise-open-listener
 }
 // ANCHOR_END: open_listener
 
@@ -77,6 +79,7 @@ fn open_listener(addr: SocketAddr) -> io::Result<Socket> {
 /// Read what the client sends and write it back, until it closes its side.
 fn echo_until_eof(conn: &Socket) -> io::Result<()> {
     let mut buf = [0u8; 16 * 1024];
+    // ANCHOR: exercise-read-until-eof Loop: read() into buf; 0 bytes is EOF (return Ok); EINTR: go round again unless plumbing::stop_requested(); any other error: return it; otherwise write_all() the bytes you read.
     loop {
         // A signal that arrived while we were writing set the flag but
         // interrupted nothing: look before blocking in read() again.
@@ -97,12 +100,14 @@ fn echo_until_eof(conn: &Socket) -> io::Result<()> {
         trace!("read fd {} -> {n} bytes", fd(conn));
         write_all(conn, &buf[..n])?;
     }
+    // ANCHOR_END: exercise-read-until-eof
 }
 // ANCHOR_END: echo_until_eof
 
 // ANCHOR: write_all
 /// send() may take only part of the buffer; keep going until all of it is sent.
 fn write_all(conn: &Socket, mut data: &[u8]) -> io::Result<()> {
+    // ANCHOR: exercise-write-all send_with_flags(data, libc::MSG_NOSIGNAL) may send only part of data: keep sending the rest until none is left; retry on EINTR unless a stop was requested.
     while !data.is_empty() {
         // MSG_NOSIGNAL: if the client has gone, return EPIPE instead of
         // raising SIGPIPE, whose default action would kill the whole server.
@@ -115,6 +120,7 @@ fn write_all(conn: &Socket, mut data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+    // ANCHOR_END: exercise-write-all
 }
 // ANCHOR_END: write_all
 

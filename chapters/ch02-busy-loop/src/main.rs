@@ -76,6 +76,7 @@ fn open_listener(addr: SocketAddr) -> io::Result<Socket> {
 // ANCHOR: accept_new
 /// Accept every client waiting in the backlog, until accept() says EAGAIN.
 fn accept_new(listener: &Socket, conns: &mut Vec<Conn>) {
+    // ANCHOR: exercise-accept-new Loop on listener.accept(): WouldBlock (EAGAIN) means nobody is waiting, return; EINTR: go on; other errors: trace and return. Put each new socket in non-blocking mode (it does not inherit O_NONBLOCK from the listener) and push Conn::new(socket).
     loop {
         let (socket, peer) = match listener.accept() {
             Ok(pair) => pair,
@@ -100,6 +101,7 @@ fn accept_new(listener: &Socket, conns: &mut Vec<Conn>) {
         trace!("accept -> fd {} from {peer}", fd(&socket));
         conns.push(Conn::new(socket));
     }
+    // ANCHOR_END: exercise-accept-new
 }
 // ANCHOR_END: accept_new
 
@@ -164,6 +166,7 @@ impl Conn {
     // ANCHOR: read_some
     /// One read(): new bytes go to `pending`; EAGAIN means nothing yet.
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        // ANCHOR: exercise-read-some One read() into buf: 0 bytes is EOF (set self.eof), n bytes go to self.pending; EAGAIN (is_retry_later) means nothing yet, not an error; any other error: return it.
         let result = (&self.socket).read(buf);
         trace!(
             "read fd {} -> {}",
@@ -179,6 +182,7 @@ impl Conn {
             Err(e) => return Err(e),
         }
         Ok(())
+        // ANCHOR_END: exercise-read-some
     }
     // ANCHOR_END: read_some
 
@@ -187,6 +191,7 @@ impl Conn {
     fn flush_pending(&mut self) -> io::Result<()> {
         // MSG_NOSIGNAL: if the client has gone, return EPIPE instead of
         // raising SIGPIPE, whose default action would kill the whole server.
+        // ANCHOR: exercise-flush-pending One send_with_flags(&self.pending, libc::MSG_NOSIGNAL): drain the bytes it took from pending, keep the rest for the next turn; EAGAIN: try later; any other error: return it.
         let result = self
             .socket
             .send_with_flags(&self.pending, libc::MSG_NOSIGNAL);
@@ -205,6 +210,7 @@ impl Conn {
             Err(e) => return Err(e),
         }
         Ok(())
+        // ANCHOR_END: exercise-flush-pending
     }
     // ANCHOR_END: flush_pending
 

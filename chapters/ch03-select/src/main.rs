@@ -184,6 +184,7 @@ impl Conn {
     // ANCHOR: echo_once
     /// The socket is readable: one read(), and the reply written at once.
     fn echo_once(&mut self, buf: &mut [u8]) -> Next {
+        // ANCHOR: exercise-echo-once One read(): 0 bytes is EOF, so return Next::Close; n bytes: send_all() them back at once (close on error); EAGAIN: the readiness was stale, keep the connection; any other error: close_on_error.
         let result = (&self.socket).read(buf);
         trace!(
             "read fd {} -> {}",
@@ -211,6 +212,7 @@ impl Conn {
             Err(e) => return self.close_on_error(&e),
         }
         Next::Keep
+        // ANCHOR_END: exercise-echo-once
     }
     // ANCHOR_END: echo_once
 
@@ -248,6 +250,7 @@ fn send_all(socket: &Socket, mut data: &[u8]) -> io::Result<()> {
 
 /// Sleep in select() with only `socket` in the write set.
 fn wait_writable(socket: &Socket) -> io::Result<()> {
+    // ANCHOR: exercise-wait-writable Sleep in select() with only this socket in a write set (an empty read set) until it is writable; retry on EINTR unless a stop was requested; return other errors.
     loop {
         let mut readfds = FdSet::new();
         let mut writefds = FdSet::new();
@@ -259,6 +262,7 @@ fn wait_writable(socket: &Socket) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+    // ANCHOR_END: exercise-wait-writable
 }
 // ANCHOR_END: send_all
 
@@ -316,6 +320,7 @@ fn fits_in_fd_set(fd: RawFd) -> bool {
 /// readable or one of `writefds` is writable. On return the sets hold only
 /// the ready descriptors.
 fn select(nfds: RawFd, readfds: &mut FdSet, writefds: &mut FdSet) -> io::Result<i32> {
+    // ANCHOR: exercise-select-call Call libc::select(nfds, read set, write set, no except set, no timeout) inside an unsafe block with a SAFETY comment; a negative result is io::Error::last_os_error(), otherwise return the count.
     // SAFETY: both sets are valid fd_sets holding only descriptors below
     // nfds <= FD_SETSIZE, so the kernel stays inside them; a null except set
     // and a null timeout (wait forever) are allowed.
@@ -333,5 +338,6 @@ fn select(nfds: RawFd, readfds: &mut FdSet, writefds: &mut FdSet) -> io::Result<
     } else {
         Ok(n)
     }
+    // ANCHOR_END: exercise-select-call
 }
 // ANCHOR_END: select

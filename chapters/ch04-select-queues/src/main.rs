@@ -215,13 +215,16 @@ impl Conn {
     /// Should select() watch this client for reading? Not after its EOF, and
     /// not while its queue is full: that is the backpressure.
     fn wants_to_read(&self) -> bool {
+        // ANCHOR: exercise-wants-to-read Watch a client for reading only while it has not sent EOF and its queue is below QUEUE_LIMIT: that is the backpressure.
         !self.eof && self.queue.len() < QUEUE_LIMIT
+        // ANCHOR_END: exercise-wants-to-read
     }
     // ANCHOR_END: wants_to_read
 
     // ANCHOR: on_ready
     /// select() says this client is readable, writable, or both.
     fn on_ready(&mut self, readable: bool, writable: bool, buf: &mut [u8]) -> Next {
+        // ANCHOR: exercise-on-ready Readable: read_some(); writable: flush_queue() (close_on_error on either error). Close only once the client has sent EOF and its queue is empty, so a half-closed client gets every byte back.
         if readable {
             if let Err(e) = self.read_some(buf) {
                 return self.close_on_error(&e);
@@ -242,6 +245,7 @@ impl Conn {
             return Next::Close;
         }
         Next::Keep
+        // ANCHOR_END: exercise-on-ready
     }
     // ANCHOR_END: on_ready
 
@@ -270,6 +274,7 @@ impl Conn {
     /// One send() from the front of the queue. It may take only part: the
     /// rest stays queued for the next time the socket is writable.
     fn flush_queue(&mut self) -> io::Result<()> {
+        // ANCHOR: exercise-flush-queue One send_with_flags(&self.queue, libc::MSG_NOSIGNAL): drain what it took from the front of the queue, keep the rest for the next writable; EAGAIN: later; other errors: return them.
         // MSG_NOSIGNAL: if the client has gone, return EPIPE instead of
         // raising SIGPIPE, whose default action would kill the whole server.
         let result = self.socket.send_with_flags(&self.queue, libc::MSG_NOSIGNAL);
@@ -288,6 +293,7 @@ impl Conn {
             Err(e) => return Err(e),
         }
         Ok(())
+        // ANCHOR_END: exercise-flush-queue
     }
     // ANCHOR_END: flush_queue
 

@@ -60,6 +60,7 @@ fn main() {
         // every turn (room in a queue, something to write), and rebuilding
         // keeps pollfds[i + 1] in step with conns[i]. Entry 0 is the
         // listener.
+        // ANCHOR: exercise-pollfds Build this turn's question: entry 0 the listener with POLLIN, then one pollfd per connection, in the order of conns: POLLIN if it wants_to_read(), POLLOUT if its queue holds data; revents 0.
         pollfds.clear();
         pollfds.push(libc::pollfd {
             fd: fd(&listener),
@@ -80,6 +81,7 @@ fn main() {
                 revents: 0,
             });
         }
+        // ANCHOR_END: exercise-pollfds
         // Sleep until something is ready. No timeout: nothing else to do.
         match poll(&mut pollfds) {
             Ok(n) => trace!("poll -> {n} ready"),
@@ -289,6 +291,7 @@ impl Conn {
     /// could arrive, and poll() would report it again at once on every call
     /// if we kept the socket: close it.
     fn close_on_hangup(&self, revents: i16) -> Next {
+        // ANCHOR: exercise-close-on-hangup POLLERR, POLLHUP or POLLNVAL: read the pending error with self.socket.take_error() (SO_ERROR) for the trace, and return Next::Close; poll() would report it again on every call otherwise.
         // SO_ERROR says which error, and clears it.
         let error = match self.socket.take_error() {
             Ok(Some(e)) => plumbing::errno_name(&e),
@@ -301,6 +304,7 @@ impl Conn {
             poll_bits(revents)
         );
         Next::Close
+        // ANCHOR_END: exercise-close-on-hangup
     }
     // ANCHOR_END: close_on_hangup
 
@@ -332,6 +336,7 @@ fn fd(socket: &Socket) -> i32 {
 /// poll() with no timeout: sleep until one of the entries is ready. The
 /// kernel writes its answer into each entry's `revents`.
 fn poll(fds: &mut [libc::pollfd]) -> io::Result<i32> {
+    // ANCHOR: exercise-poll-call Call libc::poll(pointer, length as nfds_t, -1) inside an unsafe block with a SAFETY comment; a negative result is io::Error::last_os_error(), otherwise return the count.
     // SAFETY: the pointer and length describe a live, initialised slice of
     // pollfd that the kernel may write `revents` into; -1 waits forever.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -340,6 +345,7 @@ fn poll(fds: &mut [libc::pollfd]) -> io::Result<i32> {
     } else {
         Ok(n)
     }
+    // ANCHOR_END: exercise-poll-call
 }
 // ANCHOR_END: poll
 

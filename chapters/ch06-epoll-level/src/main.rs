@@ -209,6 +209,7 @@ fn accept_new(listener: &Socket, epoll: &Epoll, conns: &mut Slab, spare: &mut Op
 ///
 /// Returns whether a client was shed (so the caller may try once more).
 fn shed_connection(listener: &Socket, spare: &mut Option<File>) -> bool {
+    // ANCHOR: exercise-shed-connection Out of descriptors: close the reserve (spare.take()), accept() the waiting client with the freed slot and drop it at once, then reopen the reserve with open_spare(); return whether a client was shed. No reserve: try to reopen it and return false.
     let Some(reserve) = spare.take() else {
         // The reserve could not be reopened last time (another process took
         // the slot, ENFILE). Try again; until then the loop may spin.
@@ -231,6 +232,7 @@ fn shed_connection(listener: &Socket, spare: &mut Option<File>) -> bool {
     };
     *spare = open_spare();
     shed
+    // ANCHOR_END: exercise-shed-connection
 }
 
 /// The reserve descriptor: /dev/null, opened (with O_CLOEXEC) by std.
@@ -252,6 +254,7 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 // ANCHOR: close_connection
 /// Deregister a connection, then close it.
 fn close_connection(epoll: &Epoll, conns: &mut Slab, token: usize) {
+    // ANCHOR: exercise-close-connection Take the connection out of the slab, epoll.delete() its fd BEFORE it is closed (trace a failure, do not stop), then drop it, which closes it.
     let Some(conn) = conns.remove(token) else {
         return;
     };
@@ -269,6 +272,7 @@ fn close_connection(epoll: &Epoll, conns: &mut Slab, token: usize) {
         );
     }
     drop(conn); // close()
+    // ANCHOR_END: exercise-close-connection
 }
 // ANCHOR_END: close_connection
 
@@ -400,6 +404,7 @@ impl Conn {
     /// Tell epoll what this client waits for now, if that changed: stage 5
     /// rebuilt its whole question every turn, we edit one entry when needed.
     fn update_interest(&mut self, epoll: &Epoll, token: usize) -> Next {
+        // ANCHOR: exercise-update-interest Work out the interest: IN while wants_to_read(), OUT only while the queue holds data. If it differs from self.interest, epoll.modify() the fd with it and remember it; on error close_on_error. Return Next::Keep otherwise.
         let mut wanted = 0;
         if self.wants_to_read() {
             wanted |= IN;
@@ -429,6 +434,7 @@ impl Conn {
             }
             Err(e) => self.close_on_error(&e),
         }
+        // ANCHOR_END: exercise-update-interest
     }
     // ANCHOR_END: update_interest
 

@@ -292,6 +292,7 @@ fn run_ready_list(
     buf: &mut [u8],
     pitfall: Pitfall,
 ) {
+    // ANCHOR: exercise-run-ready-list Give each connection on the ready list (as it was when this pass began) one make_progress() turn: pop it, clear on_ready_list, close it on Next::Close, and schedule() it again at the back if has_unread_input(): round robin, so nobody starves.
     for _ in 0..ready.len() {
         let Some(token) = ready.pop_front() else {
             break;
@@ -313,6 +314,7 @@ fn run_ready_list(
             }
         }
     }
+    // ANCHOR_END: exercise-run-ready-list
 }
 // ANCHOR_END: run_ready_list
 
@@ -432,6 +434,7 @@ impl Conn {
     /// the queue is full (backpressure) or the turn's budget is spent, and
     /// then leave `readable` set.
     fn drain_reads(&mut self, buf: &mut [u8], pitfall: Pitfall) -> io::Result<()> {
+        // ANCHOR: exercise-drain-reads Edge-triggered: read until EAGAIN (then readable = false) or EOF (eof = true, readable = false), at most READS_PER_TURN reads and only while wants_to_read(); queue what you read and flush_queue() as you go. A short read proves nothing. (The --pitfall variants may be ignored.)
         let budget = match pitfall {
             Pitfall::NoBudget => usize::MAX,
             _ => READS_PER_TURN,
@@ -485,6 +488,7 @@ impl Conn {
             }
         }
         Ok(())
+        // ANCHOR_END: exercise-drain-reads
     }
     // ANCHOR_END: drain_reads
 
@@ -493,6 +497,7 @@ impl Conn {
     /// socket is full (EAGAIN): then an EPOLLOUT edge comes when there is
     /// room again.
     fn flush_queue(&mut self) -> io::Result<()> {
+        // ANCHOR: exercise-flush-queue send_with_flags(&self.queue, MSG_NOSIGNAL) until the queue is empty or EAGAIN (then return Ok and wait for the EPOLLOUT edge); retry on EINTR; drain what was sent; once empty, replace the queue with Vec::new() to give the memory back.
         while !self.queue.is_empty() {
             // MSG_NOSIGNAL: if the client has gone, return EPIPE instead of
             // raising SIGPIPE, whose default action would kill the server.
@@ -517,6 +522,7 @@ impl Conn {
         // not each keep the peak of their last burst.
         self.queue = Vec::new();
         Ok(())
+        // ANCHOR_END: exercise-flush-queue
     }
     // ANCHOR_END: flush_queue
 

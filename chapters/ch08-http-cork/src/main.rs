@@ -559,9 +559,11 @@ impl Conn {
             // The cork goes in before the header: from now on the kernel
             // sends only full segments, and holds back the rest until
             // `send` pulls the cork out after the body.
+            // ANCHOR: exercise-cork-in With site.cork, put the cork in (set_cork(.., true)) before the response is sent, so the kernel holds back partial segments until the cork comes out.
             if site.cork {
                 set_cork(&self.socket, true)?;
             }
+            // ANCHOR_END: exercise-cork-in
             // ANCHOR_END: cork_in
             self.response = Some(response);
         }
@@ -622,6 +624,7 @@ impl Response {
     /// second call (send() from memory, or sendfile() from the file), each
     /// until it is done or the socket is full. Ok(true) once all has gone.
     fn send(&mut self, socket: &Socket, cork: bool) -> io::Result<bool> {
+        // ANCHOR: exercise-send-response Send what is left: the head with send_bytes(), then the body (send_bytes() for Static, send_file() for File), advancing self.sent; Ok(0) is an error (UnexpectedEof), EAGAIN returns Ok(false), EINTR retries. When all is sent, with cork, pull the cork out and return Ok(true).
         let head_len = self.head.len();
         while self.sent < head_len + self.body.len() {
             let result = if self.sent < head_len {
@@ -658,6 +661,7 @@ impl Response {
         }
         // ANCHOR_END: cork_out
         Ok(true)
+        // ANCHOR_END: exercise-send-response
     }
     // ANCHOR_END: send_response
 }
@@ -784,6 +788,7 @@ fn send_file(socket: &Socket, file: &File, offset: usize, len: usize) -> io::Res
 
 /// setsockopt(TCP_CORK).
 fn set_cork(socket: &Socket, on: bool) -> io::Result<()> {
+    // ANCHOR: exercise-set-cork setsockopt(TCP_CORK) through socket.set_tcp_cork(on); trace the result and return it.
     let result = socket.set_tcp_cork(on);
     trace!(
         "setsockopt fd {} TCP_CORK {} -> {}",
@@ -794,6 +799,7 @@ fn set_cork(socket: &Socket, on: bool) -> io::Result<()> {
             .map_or_else(plumbing::errno_name, |_| "ok".into())
     );
     result
+    // ANCHOR_END: exercise-set-cork
 }
 // ANCHOR_END: send_calls
 

@@ -31,7 +31,7 @@ struct Cli {
     /// Seed for the random inputs (printed by every run).
     #[arg(long)]
     seed: Option<u64>,
-    /// Also write the report as JSON to this file.
+    /// Also write the report as JSON (tests/schema/README.md) to this file.
     #[arg(long)]
     json: Option<PathBuf>,
     /// List the checks and stages, then exit.
@@ -91,7 +91,8 @@ fn run(cli: Cli) -> Result<bool, String> {
     })?;
     print!("{}", report.render(cli.verbose));
     if let Some(path) = cli.json {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        let points = conformance::grading::Points::shipped()?;
+        let json = conformance::formats::json(&report, &points);
         std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(report.failed() == 0 && report.skipped() == 0)
