@@ -3,6 +3,10 @@
 //! - `generated/<stage>.md`: "what the suite says" for one profile, a table
 //!   of every check with its expected outcome, included by the chapter page.
 //! - `generated/matrix.md`: stages × checks, included by the introduction.
+//! - `generated/exercises-<stage>.md`: the exercise regions marked in the
+//!   stage's sources (`// ANCHOR: exercise-NAME hint`), which
+//!   `cargo xtask exercise` turns into `todo!()`s; included by the chapter's
+//!   Exercises section.
 //!
 //! They are committed, so the book reads well on GitHub too; `check`
 //! regenerates them in memory and compares.
@@ -282,7 +286,60 @@ pub fn generate(paths: &Paths) -> Result<BTreeMap<PathBuf, String>, String> {
         );
     }
     files.insert(Path::new(DIR).join(MATRIX), matrix(&all, &profiles));
+    for p in profiles.iter().filter(|p| is_main_stage(p)) {
+        files.insert(
+            Path::new(DIR).join(format!("exercises-{}.md", p.stage)),
+            exercises_fragment(p, paths)?,
+        );
+    }
     Ok(files)
+}
+
+/// The exercise regions of a stage's sources, as a table.
+fn exercises_fragment(p: &Profile, paths: &Paths) -> Result<String, String> {
+    let src = paths.root.join("chapters").join(&p.binary).join("src");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+        .map_err(|e| format!("cannot read {}: {e}", src.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.sort();
+    let mut rows = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for line in text.lines() {
+            let Some((_, rest)) = line.split_once("ANCHOR: exercise-") else {
+                continue;
+            };
+            let (id, hint) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            rows.push(format!("| `{id}` | `src/{name}` | {} |", cell(hint.trim())));
+        }
+    }
+    let mut out = format!(
+        "<!-- Generated from the exercise markers in chapters/{}/src by `cargo xtask book`: do not edit by hand. -->\n\n",
+        p.binary
+    );
+    if rows.is_empty() {
+        out.push_str("This stage has no exercise regions yet.\n");
+        return Ok(out);
+    }
+    out.push_str(&format!(
+        "`cargo xtask exercise {stage} --out DIR` writes a starter crate in which each region below is a \
+         `todo!()` carrying its hint; `cargo xtask grade {stage} --crate DIR` grades your solution \
+         against this chapter's profile.\n\n| exercise | file | what to write |\n| --- | --- | --- |\n",
+        stage = p.stage
+    ));
+    for row in rows {
+        out.push_str(&row);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Markdown files in book/src/generated that nothing generates any more.
@@ -374,6 +431,17 @@ pub fn check_chapters(paths: &Paths) -> Result<Vec<String>, String> {
                 p.chapter, p.stage
             )),
             Err(e) => problems.push(e),
+        }
+        if is_main_stage(p) {
+            match includes(&p.chapter, &format!("exercises-{}.md", p.stage)) {
+                Ok(true) => {}
+                Ok(false) => problems.push(format!(
+                    "book/src/{} does not list its exercises: add `{{{{#include {DIR}/exercises-{}.md}}}}` \
+                     under its \"Exercises\" heading",
+                    p.chapter, p.stage
+                )),
+                Err(e) => problems.push(e),
+            }
         }
     }
     match includes("introduction.md", MATRIX) {
