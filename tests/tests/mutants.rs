@@ -163,6 +163,30 @@ fn ignore_sigterm_is_caught_by_sigterm() {
 }
 
 #[test]
+fn ignore_sigint_is_caught_by_sigint() {
+    assert_caught("ignore-sigint", &["sigint"], &[]);
+}
+
+#[test]
+fn reuseport_is_caught_by_addr_in_use() {
+    assert_caught("reuseport", &["addr-in-use"], &[]);
+}
+
+#[test]
+fn no_eof_close_is_caught_by_every_check_that_waits_for_eof() {
+    assert_caught(
+        "no-eof-close",
+        &["echo-line", "half-close", "half-close-burst"],
+        &[],
+    );
+}
+
+#[test]
+fn stray_epoll_is_caught_by_epoll_registrations() {
+    assert_caught("stray-epoll", &["epoll-registrations"], &[]);
+}
+
+#[test]
 fn emfile_spin_is_caught_by_fd_exhaustion() {
     assert_caught("emfile-spin", &["fd-exhaustion"], &[]);
 }

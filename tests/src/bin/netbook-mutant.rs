@@ -44,6 +44,19 @@ const DEFECTS: &[(&str, &str)] = &[
         "unwraps its arguments: a malformed one panics",
     ),
     ("ignore-sigterm", "ignores SIGTERM"),
+    ("ignore-sigint", "ignores SIGINT"),
+    (
+        "reuseport",
+        "sets SO_REUSEPORT, so a second server may share its port",
+    ),
+    (
+        "no-eof-close",
+        "never closes a connection whose client has finished sending",
+    ),
+    (
+        "stray-epoll",
+        "holds an epoll instance, as an epoll server would, while it polls",
+    ),
     (
         "emfile-spin",
         "keeps polling the listener when accept() fails with EMFILE",
@@ -103,7 +116,7 @@ fn main() {
         }
     }
 
-    install_signals(has("ignore-sigterm"));
+    install_signals(has("ignore-sigterm"), has("ignore-sigint"));
     let listener = Socket::new(Domain::for_address(listen), Type::STREAM, None)
         .unwrap_or_else(|e| fail(&format!("socket: {e}")));
     if !has("no-reuseaddr") {
@@ -111,6 +124,24 @@ fn main() {
             .set_reuse_address(true)
             .unwrap_or_else(|e| fail(&format!("SO_REUSEADDR: {e}")));
     }
+    if has("reuseport") {
+        listener
+            .set_reuse_port(true)
+            .unwrap_or_else(|e| fail(&format!("SO_REUSEPORT: {e}")));
+    }
+    // Kept open for the life of the process, registered with the listener.
+    let _stray_epoll = has("stray-epoll").then(|| {
+        // SAFETY: epoll_create1 and epoll_ctl on descriptors this process owns.
+        unsafe {
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
+            libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), &mut ev);
+            ep
+        }
+    });
     if let Err(e) = listener
         .bind(&listen.into())
         .and_then(|_| listener.listen(1024))
@@ -274,7 +305,7 @@ fn serve_poll(listener: Socket, defect: &str) {
                     }
                 }
             }
-            if c.peer_closed && c.queue.is_empty() {
+            if c.peer_closed && c.queue.is_empty() && !has("no-eof-close") {
                 closed[i] = true;
             }
         }
@@ -341,7 +372,7 @@ fn stopping() -> bool {
     STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-fn install_signals(ignore_sigterm: bool) {
+fn install_signals(ignore_sigterm: bool, ignore_sigint: bool) {
     extern "C" fn on_stop(_: libc::c_int) {
         STOP.store(true, std::sync::atomic::Ordering::SeqCst);
         // Blocking mutants may not see EINTR on the thread that waits;
@@ -350,7 +381,14 @@ fn install_signals(ignore_sigterm: bool) {
         unsafe { libc::_exit(0) };
     }
     for (signal, handler) in [
-        (libc::SIGINT, on_stop as *const () as libc::sighandler_t),
+        (
+            libc::SIGINT,
+            if ignore_sigint {
+                libc::SIG_IGN
+            } else {
+                on_stop as *const () as libc::sighandler_t
+            },
+        ),
         (
             libc::SIGTERM,
             if ignore_sigterm {
