@@ -153,7 +153,9 @@ pub fn ids(html: &str) -> HashSet<String> {
     out
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (a malformed one is kept as it is); bytes that
+/// are not UTF-8 become U+FFFD.
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -90,25 +90,6 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn percent_decode(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    out
-}
-
 /// Read one request, send one response, close.
 fn answer(mut conn: TcpStream, root: &Path, extra: &[(String, String)]) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -139,7 +120,7 @@ fn answer(mut conn: TcpStream, root: &Path, extra: &[(String, String)]) -> std::
             page.clone().into_bytes(),
         )
     } else {
-        let decoded = String::from_utf8_lossy(&percent_decode(path)).into_owned();
+        let decoded = crate::html::percent_decode(path);
         let rel = decoded.trim_start_matches('/');
         if rel.split('/').any(|part| part == "..") {
             ("403 Forbidden", "text/plain", b"no\n".to_vec())
