@@ -49,26 +49,16 @@ pub fn bad_args(ctx: &mut Ctx) -> Result<String, Failure> {
     ];
     for (what, line) in cases {
         let command = ServerCommand::literal(line.clone());
-        expect_clean_exit(
-            &command,
-            &line,
-            what,
-            &["panicked", "Traceback", "RUST_BACKTRACE"],
-            None,
-        )?;
+        expect_clean_exit(&command, &line, what)?;
     }
     Ok("3 malformed command lines refused".into())
 }
 
 /// Start `command` (already substituted) and require a quick, clean,
 /// non-zero exit with a short message on stderr.
-fn expect_clean_exit(
-    command: &ServerCommand,
-    line: &str,
-    what: &str,
-    forbidden: &[&str],
-    must_mention: Option<&str>,
-) -> Result<(), Failure> {
+fn expect_clean_exit(command: &ServerCommand, line: &str, what: &str) -> Result<(), Failure> {
+    // What a crash report looks like, in Rust and in Python.
+    const FORBIDDEN: [&str; 3] = ["panicked", "Traceback", "RUST_BACKTRACE"];
     let launch = Launch::default();
     match Server::spawn(command, &launch) {
         Err(f) => Err(f),
@@ -102,7 +92,7 @@ fn expect_clean_exit(
                         .hint("say what was wrong, on one line"),
                 );
             }
-            if let Some(word) = forbidden.iter().find(|w| text.contains(*w)) {
+            if let Some(word) = FORBIDDEN.iter().find(|w| text.contains(*w)) {
                 return Err(fail(format!(
                     "given {what}, it printed a {word:?} trace instead of an error line"
                 ))
@@ -115,13 +105,6 @@ fn expect_clean_exit(
                     "given {what}, it printed {} lines on stderr; one clear line is enough",
                     text.lines().count()
                 )));
-            }
-            if let Some(word) = must_mention {
-                if !text.to_lowercase().contains(word) {
-                    return Err(fail(format!(
-                        "given {what}, the error does not say the address is {word:?}"
-                    )));
-                }
             }
             Ok(())
         }
