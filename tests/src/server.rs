@@ -439,6 +439,11 @@ impl Server {
         }
     }
 
+    /// Is it still running?
+    pub fn alive(&mut self) -> bool {
+        self.try_exit().is_none()
+    }
+
     /// A failure unless the server is still running.
     pub fn require_alive(&mut self, during: &str) -> Result<(), Failure> {
         match self.try_exit() {
