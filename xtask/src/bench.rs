@@ -6,7 +6,6 @@
 //! plotters are compiled here and nowhere else in the everyday path.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use clap::Args;
 
@@ -60,17 +59,8 @@ pub fn bench(args: BenchArgs) -> Result<bool, String> {
     let names: Vec<&str> = packages.iter().map(String::as_str).collect();
     stages::build_release(&names)?;
     eprintln!("building and running netbook-bench in release ...");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(stages::root()).args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "netbook-bench",
-        "--",
-        "run",
-        "--bin-dir",
-    ]);
+    let mut cmd = stages::cargo_run_release("netbook-bench");
+    cmd.args(["run", "--bin-dir"]);
     cmd.arg(stages::target_dir().join("release"));
     if args.quick {
         cmd.arg("--quick");

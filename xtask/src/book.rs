@@ -5,8 +5,6 @@
 //! `cargo build`, `cargo test` and `cargo xtask run` never compile mdBook.
 //! The first `cargo xtask book` does (about two minutes on two cores).
 
-use std::process::Command;
-
 use clap::Args;
 
 use crate::stages;
@@ -31,15 +29,7 @@ pub fn book(args: BookArgs) -> Result<bool, String> {
              the first time takes a few minutes"
         );
     }
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(stages::root()).args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "netbook-book",
-        "--",
-    ]);
+    let mut cmd = stages::cargo_run_release("netbook-book");
     if args.serve {
         cmd.arg("serve");
         if let Some(port) = args.port {

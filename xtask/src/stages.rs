@@ -58,6 +58,16 @@ pub fn build_release(packages: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo run --release --quiet -p PACKAGE --`, from the workspace root:
+/// add the tool's own arguments. For the tools kept out of default-members
+/// (the book's builder, the bench), so that only their commands build them.
+pub fn cargo_run_release(package: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root())
+        .args(["run", "--release", "--quiet", "-p", package, "--"]);
+    cmd
+}
+
 /// The release binary of a package.
 pub fn binary(name: &str) -> PathBuf {
     target_dir().join("release").join(name)
